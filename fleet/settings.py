@@ -1,0 +1,86 @@
+"""Settings from ``FLEET_*`` environment variables, one object per service.
+
+Every service builds its settings once at start-up through :func:`load`, which turns a
+validation failure into one readable line (``SettingsError``) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "BrokerSettings",
+    "CommonSettings",
+    "IngestSettings",
+    "SettingsError",
+    "load",
+]
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable and the fix."""
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service reads."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".fleet-data"),
+        description="Where embedded services keep state (database, broker persistence).",
+    )
+    dsn: str | None = Field(
+        default=None,
+        description="PostgreSQL DSN; when unset an embedded PostgreSQL is used.",
+    )
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    log_level: str = "INFO"
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+
+
+class BrokerSettings(CommonSettings):
+    """``fleet broker``: the Mosquitto process with the project's config."""
+
+    broker_port: int = Field(default=1883, ge=1, le=65535)
+    broker_bind: str = "127.0.0.1"
+
+
+class IngestSettings(CommonSettings):
+    """``fleet ingest``: MQTT → validation → PostgreSQL."""
+
+    mqtt_username: str | None = "svc-ingest"
+    client_id: str = "fleet-ingest-1"
+    share_group: str = "ingest"
+    batch_max_fixes: int = Field(default=1000, ge=1, le=100_000)
+    batch_max_ms: int = Field(default=50, ge=1, le=60_000)
+    receive_maximum: int = Field(default=20_000, ge=10, le=65_535)
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    max_future_s: int = Field(default=300, ge=0)
+    max_age_s: int = Field(default=7 * 24 * 3600, ge=60)
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    metrics_bind: str = "127.0.0.1"
+    db_retry_max_s: float = Field(default=5.0, gt=0)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], **overrides: Any) -> S:
+    """Build settings from the environment (plus explicit overrides) or raise SettingsError."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        prefix = cls.model_config.get("env_prefix", "")
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{prefix}{name.upper()}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

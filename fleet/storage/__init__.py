@@ -1,0 +1,1 @@
+"""Storage: the schema (versioned migrations), connections and the embedded server."""
