@@ -131,7 +131,7 @@ class MosquittoBroker:
         self.prepare()
         log_path = self.layout.root / "mosquitto.log"
         with log_path.open("ab") as log_file:
-            self.proc = subprocess.Popen(  # noqa: S603
+            self.proc = subprocess.Popen(
                 [exe, "-c", str(self.layout.config)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
