@@ -70,3 +70,7 @@ def main() -> None:
         logging.getLogger("fleet").error("%s", exc)
         sys.stderr.write(f"fleet: {exc}\n")
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

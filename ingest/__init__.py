@@ -1,0 +1,1 @@
+"""Ingest: MQTT → validation → PostgreSQL, acknowledging only what has been committed."""

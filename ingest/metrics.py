@@ -1,0 +1,88 @@
+"""Prometheus metrics of the ingest worker, and its /metrics + /healthz endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["HealthServer", "IngestMetrics"]
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class IngestMetrics:
+    """All counters in one place; names follow Prometheus conventions."""
+
+    def __init__(self) -> None:
+        p = "fleet_ingest_"
+        self.messages = Counter(p + "messages_received", "MQTT messages received")
+        self.fixes_received = Counter(p + "fixes_received", "Valid fixes decoded")
+        self.fixes_stored = Counter(p + "fixes_stored", "Fixes newly stored (committed)")
+        self.duplicates = Counter(p + "fixes_duplicate", "Fixes already stored (no-op)")
+        self.rejected = Counter(p + "rejected", "Rejected input, by reason", ["reason"])
+        self.status_updates = Counter(p + "status_updates", "Status messages applied")
+        self.batches = Counter(p + "batches", "Batches committed")
+        self.db_errors = Counter(p + "db_errors", "Failed batch writes (retried)")
+        self.batch_seconds = Histogram(
+            p + "batch_seconds",
+            "First message received → batch committed",
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.lag_seconds = Histogram(
+            p + "lag_seconds", "Fix timestamp → committed (device clock)", buckets=_LATENCY_BUCKETS
+        )
+        self.pending = Gauge(p + "pending_messages", "Received, not yet committed and acked")
+        self.connected = Gauge(p + "mqtt_connected", "1 while connected to the broker")
+        self.last_commit = Gauge(p + "last_commit_timestamp_seconds", "Unix time of last commit")
+
+
+class HealthServer:
+    """/metrics (Prometheus text) and /healthz (JSON) on a small background HTTP server."""
+
+    def __init__(self, bind: str, port: int, health: Callable[[], tuple[bool, dict[str, object]]]):
+        health_fn = health
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    body, ctype, code = generate_latest(), CONTENT_TYPE_LATEST, 200
+                elif self.path == "/healthz":
+                    ok, detail = health_fn()
+                    body = json.dumps({"ok": ok, **detail}).encode()
+                    ctype, code = "application/json", 200 if ok else 503
+                else:
+                    body, ctype, code = b'{"error": "not found"}', "application/json", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer((bind, port), Handler)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="ingest-health", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("metrics and health endpoint up", extra={"port": self.port})
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def monotonic_ms() -> float:
+    return time.monotonic() * 1000.0
