@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Mosquitto (broker) and Chromium (browser tests) come from apt when missing.
+# Mosquitto (broker), npm (fetches the map library) and Chromium (browser tests) come
+# from apt when missing.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ "$(NEED_BROWSER)" = 1 ]; then command -v chromium >/dev/null || missing="$$missing chromium"; fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
