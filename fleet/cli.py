@@ -26,6 +26,7 @@ COMPONENTS: Final = (
     "tracker_sim.cli",
     "firmware_stub.cli",
     "api.cli",
+    "api.demo",
 )
 
 app = typer.Typer(

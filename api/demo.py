@@ -1,0 +1,445 @@
+"""``fleet demo``: the whole system on one box, supervised by one command.
+
+Start order: PostgreSQL (embedded, or ``FLEET_DSN``) with migrations → Mosquitto with the
+project's config → ``fleet ingest`` → ``fleet api`` → ``fleet sim``.  Each service is a
+child process with its own log file under ``<data-dir>/logs/``.  Nothing is restarted
+silently: when one dies, the demo says which one, shows the end of its log and stops
+everything.  Ctrl-C / SIGTERM stops the services in reverse order.  The database and the
+broker keep their state in the data directory, so a second run continues the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Final
+
+import typer
+
+from broker.runner import BrokerError, MosquittoBroker
+from fleet import logs
+from fleet.settings import CommonSettings, load
+from fleet.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError, free_port
+from fleet.storage.migrate import migrate
+
+__all__ = ["DemoError", "DemoOptions", "DemoStack", "register"]
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S: Final = 15.0
+READY_TIMEOUT_S: Final = 60.0
+POLL_S: Final = 0.25
+LOG_TAIL_LINES: Final = 25
+TOKEN_FILE: Final = "demo-token"  # noqa: S105 - a file name, not a secret
+_PR_SET_PDEATHSIG: Final = 1
+
+
+class DemoError(RuntimeError):
+    """A service of the demo could not start or died; the message names it."""
+
+
+@dataclass
+class DemoOptions:
+    data_dir: Path
+    port: int = 8000
+    mqtt_port: int = 1883
+    bind: str = "127.0.0.1"
+    vehicles: int = 300
+    speedup: float = 5.0
+    sim: bool = True
+    dsn: str | None = None
+    sim_args: Sequence[str] = ()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """One supervised ``fleet <command>`` process writing to its own log file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            out.write(
+                f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} start\n".encode()
+            )
+            out.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the demo only; it stops us in order
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run at this point
+            )
+        log.info("%s started", self.name, extra={"pid": self.proc.pid, "log": str(self.log_path)})
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s: killing it", self.name, timeout)
+            self.proc.kill()
+            self.proc.wait()
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def demo_token(path: Path) -> str:
+    """The demo's viewer token: made once, kept (0600) in the data dir across runs."""
+    if path.is_file():
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def sim_argv(vehicles: int, speedup: float, extra: Sequence[str]) -> list[str]:
+    """``fleet sim`` in gateway mode (svc-gateway publishes for every van)."""
+    return ["sim", "--vehicles", str(vehicles), "--speedup", f"{speedup:g}", *extra]
+
+
+def _fleet_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fleet.cli", *args]
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local http
+            return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class DemoStack:
+    """Start, watch and stop the services of the demo."""
+
+    def __init__(self, opts: DemoOptions) -> None:
+        self.opts = opts
+        self.data_dir = opts.data_dir.resolve()
+        self.logs_dir = self.data_dir / "logs"
+        self.pg: EmbeddedPostgres | None = None
+        self.broker: MosquittoBroker | None = None
+        self.children: list[Child] = []
+        self.dsn = ""
+        self.token = ""
+        self.creds: dict[str, str] = {}
+        self.ingest_health_port = 0
+
+    # ---- start
+    def start(self, stopping: threading.Event) -> None:
+        """Bring every service up, in order; raise DemoError naming the one that failed."""
+        self._check_ports()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._start_database()
+        self._start_broker()
+        steps: list[Callable[[], None]] = [self._start_ingest, self._start_api]
+        if self.opts.sim:
+            steps.append(self._start_sim)
+        for step in steps:
+            if stopping.is_set():
+                return
+            step()
+
+    def _check_ports(self) -> None:
+        o = self.opts
+        for what, port in (("API (--port)", o.port), ("MQTT (--mqtt-port)", o.mqtt_port)):
+            if not _port_free(o.bind, port):
+                raise DemoError(
+                    f"port {port} for the {what} is already in use on {o.bind}: stop what "
+                    "uses it (another `fleet demo`?) or choose another port"
+                )
+
+    def _start_database(self) -> None:
+        if self.opts.dsn:
+            self.dsn = self.opts.dsn
+            log.info("using the PostgreSQL from FLEET_DSN")
+        else:
+            self.pg = EmbeddedPostgres(self.data_dir / "postgres")
+            try:
+                self.pg.start()
+            except EmbeddedPostgresError as exc:
+                raise DemoError(f"embedded PostgreSQL: {exc}") from None
+            self.dsn = self.pg.dsn
+        try:
+            applied = migrate(self.dsn)
+        except Exception as exc:
+            raise DemoError(f"database migrations failed on {self._safe_dsn()}: {exc}") from exc
+        log.info("schema ready", extra={"applied": applied})
+
+    def _start_broker(self) -> None:
+        self.broker = MosquittoBroker(self.data_dir, port=self.opts.mqtt_port, bind=self.opts.bind)
+        try:
+            self.broker.start()
+        except BrokerError as exc:
+            raise DemoError(f"mosquitto: {exc}") from None
+        self.creds = self.broker.layout.service_credentials()
+
+    def _service_env(self, mqtt_user: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "FLEET_DSN": self.dsn,
+                "FLEET_DATA_DIR": str(self.data_dir),
+                "FLEET_MQTT_HOST": "127.0.0.1" if self.opts.bind == "0.0.0.0" else self.opts.bind,  # noqa: S104
+                "FLEET_MQTT_PORT": str(self.opts.mqtt_port),
+                "FLEET_MQTT_USERNAME": mqtt_user,
+                "FLEET_MQTT_PASSWORD": self.creds[mqtt_user],
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        child = Child(name, argv, env, self.logs_dir / f"{name}.log")
+        self.children.append(child)
+        child.start()
+        return child
+
+    def _wait_ready(self, child: Child, url: str, what: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            code = child.exit_code()
+            if code is not None:
+                raise DemoError(self._death_message(child, code))
+            if _http_ok(url):
+                return
+            time.sleep(POLL_S)
+        raise DemoError(
+            f"{child.name} did not become ready ({what}: {url}) within {READY_TIMEOUT_S:.0f} s; "
+            f"last lines of {child.log_path}:\n{child.tail()}"
+        )
+
+    def _start_ingest(self) -> None:
+        self.ingest_health_port = free_port()
+        env = self._service_env("svc-ingest")
+        env["FLEET_METRICS_PORT"] = str(self.ingest_health_port)
+        env["FLEET_METRICS_BIND"] = "127.0.0.1"
+        child = self._spawn("ingest", _fleet_argv("ingest", "--no-migrate"), env)
+        self._wait_ready(
+            child, f"http://127.0.0.1:{self.ingest_health_port}/healthz", "health endpoint"
+        )
+
+    def _start_api(self) -> None:
+        self.token = demo_token(self.data_dir / TOKEN_FILE)
+        env = self._service_env("svc-api")
+        env.update(
+            {
+                "FLEET_API_PORT": str(self.opts.port),
+                "FLEET_API_BIND": self.opts.bind,
+                "FLEET_API_DEMO_TOKEN": self.token,
+                "FLEET_API_DEMO_TOKEN_ROLE": "viewer",
+            }
+        )
+        child = self._spawn("api", _fleet_argv("api"), env)
+        self._wait_ready(child, f"{self.local_base_url}/readyz", "readiness endpoint")
+
+    def _start_sim(self) -> None:
+        env = self._service_env("svc-gateway")
+        argv = sim_argv(self.opts.vehicles, self.opts.speedup, self.opts.sim_args)
+        self._spawn("sim", _fleet_argv(*argv), env)
+
+    # ---- run
+    @property
+    def local_base_url(self) -> str:
+        host = "127.0.0.1" if self.opts.bind == "0.0.0.0" else self.opts.bind  # noqa: S104
+        return f"http://{host}:{self.opts.port}"
+
+    @property
+    def map_url(self) -> str:
+        return f"{self.local_base_url}/?token={self.token}"
+
+    def _safe_dsn(self) -> str:
+        return self.dsn.split("@", 1)[-1] if "@" in self.dsn else self.dsn
+
+    def failed(self) -> str | None:
+        """A message naming a service that is no longer running, or None."""
+        for child in self.children:
+            code = child.exit_code()
+            if code is not None:
+                return self._death_message(child, code)
+        if self.broker is not None and self.broker.proc is not None:
+            code = self.broker.proc.poll()
+            if code is not None:
+                log_path = self.broker.layout.root / "mosquitto.log"
+                return f"mosquitto exited with code {code}; see {log_path}"
+        if self.pg is not None and not self.pg.is_running():
+            return f"embedded PostgreSQL is no longer running; see {self.pg.log_path}"
+        return None
+
+    @staticmethod
+    def _death_message(child: Child, code: int) -> str:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return f"{child.name} {how}; last lines of {child.log_path}:\n{child.tail()}"
+
+    def watch(self, stopping: threading.Event) -> str | None:
+        """Block until asked to stop (None) or a service dies (its message)."""
+        while not stopping.wait(POLL_S):
+            problem = self.failed()
+            if problem is not None:
+                return problem
+        return None
+
+    # ---- stop
+    def stop(self) -> None:
+        """Stop everything that was started, in reverse order; never raises."""
+        for child in reversed(self.children):
+            try:
+                child.stop()
+                log.info("%s stopped", child.name, extra={"exit_code": child.exit_code()})
+            except Exception:
+                log.exception("could not stop %s", child.name)
+        if self.broker is not None:
+            try:
+                self.broker.stop()
+                log.info("mosquitto stopped")
+            except Exception:
+                log.exception("could not stop mosquitto")
+        if self.pg is not None:
+            try:
+                self.pg.stop()
+                log.info("embedded PostgreSQL stopped")
+            except Exception:
+                log.exception("could not stop the embedded PostgreSQL")
+
+    def banner(self) -> str:
+        o = self.opts
+        lines = [
+            "Makassar pete-pete fleet demo is running. Ctrl-C stops everything.",
+            f"  map    {self.map_url}",
+            f"  token  {self.token}   (viewer; saved in {self.data_dir / TOKEN_FILE})",
+            f"  api    {self.local_base_url}/docs  (OpenAPI)",
+            f"  mqtt   mqtt://{self.local_base_url.split('//')[1].split(':')[0]}:{o.mqtt_port}"
+            f"   (devices: fleet device add <van-id> --data-dir {self.data_dir})",
+            f"  dsn    {self.dsn}",
+            f"  logs   {self.logs_dir}/",
+        ]
+        if o.sim:
+            lines.append(f"  sim    {o.vehicles} vans, simulated time x{o.speedup:g}")
+        else:
+            lines.append("  sim    off (--no-sim): publish your own devices")
+        return "\n".join(lines)
+
+
+def run_demo(opts: DemoOptions) -> int:
+    """Run the stack until Ctrl-C/SIGTERM (exit 0) or until a service dies (exit 1)."""
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            log.info("%s received: stopping the demo", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    stack = DemoStack(opts)
+    problem: str | None = None
+    try:
+        stack.start(stopping)
+        if not stopping.is_set():
+            typer.echo(stack.banner())
+            problem = stack.watch(stopping)
+    except DemoError as exc:
+        problem = str(exc)
+    finally:
+        if problem is not None:
+            log.error("demo failed, stopping all services: %s", problem)
+        stack.stop()
+    if problem is None:
+        typer.echo("fleet demo: stopped; data kept in " + str(stack.data_dir))
+        return 0
+    return 1
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    @app.command("demo")
+    def demo_cmd(  # noqa: PLR0917 - one parameter per command-line option
+        data_dir: Annotated[
+            Path | None,
+            typer.Option(help="Where the database, broker and logs live (default FLEET_DATA_DIR)."),
+        ] = None,
+        port: Annotated[int, typer.Option(help="HTTP port of the API and the live map.")] = 8000,
+        mqtt_port: Annotated[int, typer.Option(help="MQTT port of the broker.")] = 1883,
+        bind: Annotated[
+            str, typer.Option(help="Address the API and the broker listen on.")
+        ] = "127.0.0.1",
+        vehicles: Annotated[
+            int, typer.Option(min=1, help="Simulated vans (all routes together).")
+        ] = 300,
+        speedup: Annotated[
+            float, typer.Option(min=0.1, help="Simulated time runs this much faster.")
+        ] = 5.0,
+        no_sim: Annotated[
+            bool, typer.Option("--no-sim", help="Do not start the simulator.")
+        ] = False,
+        sim_arg: Annotated[
+            list[str] | None,
+            typer.Option("--sim-arg", help="Extra argument passed to `fleet sim` (repeatable)."),
+        ] = None,
+    ) -> None:
+        """Run PostgreSQL, Mosquitto, ingest, the API and a simulated fleet; print the map URL."""
+        s = load(CommonSettings)
+        logs.configure(s.log_level, s.log_format)
+        opts = DemoOptions(
+            data_dir=data_dir or s.data_dir,
+            port=port,
+            mqtt_port=mqtt_port,
+            bind=bind,
+            vehicles=vehicles,
+            speedup=speedup,
+            sim=not no_sim,
+            dsn=s.dsn,
+            sim_args=sim_arg or (),
+        )
+        raise typer.Exit(run_demo(opts))
