@@ -128,7 +128,7 @@ def demo_token(path: Path) -> str:
         token = path.read_text().strip()
         if token:
             return token
-    token = secrets.token_urlsafe(24)
+    token = "flt_" + secrets.token_urlsafe(24)  # same shape as `fleet token create`
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(token + "\n")
     path.chmod(0o600)

@@ -443,7 +443,10 @@
     if (msg.type === "snapshot") {
       state.snapshots++;
       var seen = {};
-      (msg.vehicles || []).forEach(function (v) { seen[v.id] = true; });
+      var snapRoutes = {};
+      (msg.vehicles || []).forEach(function (v) { seen[v.id] = true; snapRoutes[v.route] = true; });
+      state.lastSnapshotRoutes = Object.keys(snapRoutes).sort();
+      state.lastSnapshotSize = (msg.vehicles || []).length;
       Object.keys(vans).forEach(function (id) { if (!seen[id]) { removeVan(id); } });
       (msg.vehicles || []).forEach(upsertVan);
       renderRouteList();
