@@ -1,0 +1,29 @@
+"""``fleet device run`` settings: ``FLEET_*`` environment variables, then CLI options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from fleet.settings import CommonSettings
+
+__all__ = ["DeviceSettings"]
+
+
+class DeviceSettings(CommonSettings):
+    """The reference device agent. The MQTT username is the vehicle id."""
+
+    device_id: str | None = Field(
+        default=None, description="Vehicle id (default FLEET_MQTT_USERNAME)."
+    )
+    device_interval_s: float = Field(default=5.0, ge=1.0, le=3600.0)
+    device_max_hdop: float = Field(default=5.0, gt=0)
+    device_route: str | None = None
+    device_queue: Path | None = Field(
+        default=None, description="Queue file (default <data_dir>/device/<id>/queue.sqlite3)."
+    )
+    device_queue_max_fixes: int = Field(default=1_000_000, ge=1)
+    device_backoff_initial_s: float = Field(default=1.0, gt=0)
+    device_backoff_max_s: float = Field(default=60.0, gt=0)
+    device_keepalive_s: int = Field(default=30, ge=5, le=65535)
