@@ -60,7 +60,7 @@ class DemoOptions:
     mqtt_port: int = 1883
     bind: str = "127.0.0.1"
     vehicles: int = 300
-    speedup: float = 5.0
+    speedup: float = 1.0
     sim: bool = True
     dsn: str | None = None
     sim_args: Sequence[str] = ()
@@ -80,7 +80,9 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     log_path: Path
+    may_finish: bool = False  # exit 0 is the end of its run (the sim), not a failure
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    finish_reported: bool = False
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,9 +137,46 @@ def demo_token(path: Path) -> str:
     return token
 
 
-def sim_argv(vehicles: int, speedup: float, extra: Sequence[str]) -> list[str]:
-    """``fleet sim`` in gateway mode (svc-gateway publishes for every van)."""
-    return ["sim", "--vehicles", str(vehicles), "--speedup", f"{speedup:g}", *extra]
+def sim_argv(vehicles: int, speedup: float, data_dir: Path, extra: Sequence[str]) -> list[str]:
+    """``fleet sim`` in device mode: one MQTT connection, credentials and last will per van."""
+    return [
+        "sim",
+        "--mode",
+        "device",
+        "--data-dir",
+        str(data_dir),
+        "--vehicles",
+        str(vehicles),
+        "--speedup",
+        f"{speedup:g}",
+        *extra,
+    ]
+
+
+def _stop_postgres(pg: EmbeddedPostgres, timeout: float = STOP_TIMEOUT_S) -> None:
+    """``pg_ctl stop``; if that could not do it, a fast shutdown by signal (SIGINT).
+
+    ``pg_ctl`` runs as the server's user and fails when a parent directory has lost its
+    permissions meanwhile (e.g. something chmod-ed it 0700); the postmaster is still
+    there and still obeys its signals.
+    """
+    pg.stop()
+    pid = pg.pid()
+    if pid is None or not pg.is_running():
+        return
+    log.warning(
+        "pg_ctl could not stop PostgreSQL; sending SIGINT (fast shutdown)", extra={"pid": pid}
+    )
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise DemoError(f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f} s")
 
 
 def _fleet_argv(*args: str) -> list[str]:
@@ -241,8 +280,10 @@ class DemoStack:
         )
         return env
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
-        child = Child(name, argv, env, self.logs_dir / f"{name}.log")
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str], *, may_finish: bool = False
+    ) -> Child:
+        child = Child(name, argv, env, self.logs_dir / f"{name}.log", may_finish=may_finish)
         self.children.append(child)
         child.start()
         return child
@@ -282,13 +323,13 @@ class DemoStack:
                 "FLEET_API_DEMO_TOKEN_ROLE": "viewer",
             }
         )
-        child = self._spawn("api", _fleet_argv("api"), env)
+        child = self._spawn("api", _fleet_argv("api", "--no-migrate"), env)
         self._wait_ready(child, f"{self.local_base_url}/readyz", "readiness endpoint")
 
     def _start_sim(self) -> None:
         env = self._service_env("svc-gateway")
-        argv = sim_argv(self.opts.vehicles, self.opts.speedup, self.opts.sim_args)
-        self._spawn("sim", _fleet_argv(*argv), env)
+        argv = sim_argv(self.opts.vehicles, self.opts.speedup, self.data_dir, self.opts.sim_args)
+        self._spawn("sim", _fleet_argv(*argv), env, may_finish=True)
 
     # ---- run
     @property
@@ -307,6 +348,15 @@ class DemoStack:
         """A message naming a service that is no longer running, or None."""
         for child in self.children:
             code = child.exit_code()
+            if code == 0 and child.may_finish:
+                if not child.finish_reported:
+                    child.finish_reported = True
+                    log.warning(
+                        "%s finished its run (exit 0); the other services keep running and "
+                        "its vans will turn stale. Restart `fleet demo` for a new run.",
+                        child.name,
+                    )
+                continue
             if code is not None:
                 return self._death_message(child, code)
         if self.broker is not None and self.broker.proc is not None:
@@ -348,7 +398,7 @@ class DemoStack:
                 log.exception("could not stop mosquitto")
         if self.pg is not None:
             try:
-                self.pg.stop()
+                _stop_postgres(self.pg)
                 log.info("embedded PostgreSQL stopped")
             except Exception:
                 log.exception("could not stop the embedded PostgreSQL")
@@ -404,7 +454,7 @@ def run_demo(opts: DemoOptions) -> int:
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("demo")
-    def demo_cmd(  # noqa: PLR0917 - one parameter per command-line option
+    def demo_cmd(
         data_dir: Annotated[
             Path | None,
             typer.Option(help="Where the database, broker and logs live (default FLEET_DATA_DIR)."),
@@ -418,8 +468,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             int, typer.Option(min=1, help="Simulated vans (all routes together).")
         ] = 300,
         speedup: Annotated[
-            float, typer.Option(min=0.1, help="Simulated time runs this much faster.")
-        ] = 5.0,
+            float,
+            typer.Option(
+                min=1.0,
+                help="1 = real time. Above 1 the sim replays the last hours faster until it "
+                "reaches the present, then ends (fixes are never stamped in the future).",
+            ),
+        ] = 1.0,
         no_sim: Annotated[
             bool, typer.Option("--no-sim", help="Do not start the simulator.")
         ] = False,

@@ -99,7 +99,8 @@
         var layer = L.geoJSON(f, {
           style: { color: color, weight: 4, opacity: 0.55 },
           pointToLayer: function (_f, latlng) {
-            return L.circleMarker(latlng, { radius: 2.5, color: color, weight: 1, fillOpacity: 0.8 });
+            // checkpoints: small white stops on the line, unlike the vans' filled dots
+            return L.circleMarker(latlng, { radius: 2, color: color, weight: 1, fillColor: "#fff", fillOpacity: 1 });
           }
         });
         if (f.geometry && f.geometry.type !== "Point") {
@@ -193,12 +194,12 @@
     var heading = typeof v.heading === "number" ? v.heading : null;
     var arrow = heading === null ? "" :
       '<div class="van-arrow" style="transform:rotate(' + heading.toFixed(0) + 'deg)">' +
-      '<svg viewBox="0 0 20 20" width="20" height="20"><path d="M10 0 L14 8 L6 8 Z" fill="' + color + '"/></svg></div>';
+      '<svg viewBox="0 0 24 24" width="24" height="24"><path d="M12 0 L17 8.5 L7 8.5 Z" fill="' + color + '" stroke="#222" stroke-width="0.8"/></svg></div>';
     return L.divIcon({
       className: "van van-" + (v.status || "online"),
       html: arrow + '<div class="van-dot" style="background:' + color + '"></div>',
-      iconSize: [20, 20],
-      iconAnchor: [10, 10]
+      iconSize: [24, 24],
+      iconAnchor: [12, 12]
     });
   }
 
@@ -313,7 +314,7 @@
       }).addTo(map);
       var n = countCoords(geo);
       state.trackPoints = n;
-      $("details-track").textContent = n + " fixes in the last 30 min (dashed line)";
+      $("details-track").textContent = n + (n === 1 ? " fix" : " fixes") + " in the last 30 min (dashed line)";
     }).catch(function (e) {
       $("details-track").textContent = "track unavailable (" + e.message + ")";
     });

@@ -1,0 +1,164 @@
+"""Run ``fleet demo`` as a subprocess for tests: free ports, own data dir, clean teardown."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from broker.runner import BrokerLayout
+from fleet.storage.embedded import EmbeddedPostgres, free_port
+
+
+class DemoProcess:
+    """``fleet demo`` with its own data dir and free ports; ``start()`` waits for the banner."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        vehicles: int = 20,
+        speedup: float = 20,
+        sim: bool = True,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.mqtt_port = free_port()
+        self.vehicles = vehicles
+        self.speedup = speedup
+        self.sim = sim
+        self.extra = extra
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.stdout_lines: list[str] = []
+        self.stderr_path = data_dir.parent / f"{data_dir.name}-demo.stderr"
+        self._banner = threading.Event()
+        self.map_url = ""
+        self.token = ""
+        self.dsn = ""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        args = [
+            sys.executable,
+            "-m",
+            "fleet.cli",
+            "demo",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--mqtt-port",
+            str(self.mqtt_port),
+            "--vehicles",
+            str(self.vehicles),
+            "--speedup",
+            str(self.speedup),
+            *self.extra,
+        ]
+        if not self.sim:
+            args.append("--no-sim")
+        return args
+
+    def start(self, timeout: float = 120) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+        env.update(self.extra_env)
+        self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.stderr_path.open("w") as err:
+            self.proc = subprocess.Popen(
+                self.argv(), stdout=subprocess.PIPE, stderr=err, text=True, env=env
+            )
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not self._banner.wait(0.2):
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"fleet demo exited with {self.proc.returncode}:\n{self.stderr()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"fleet demo printed no banner in {timeout} s:\n{self.stderr()}"
+                )
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.stdout_lines.append(line.rstrip("\n"))
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("map", "token", "dsn"):
+                setattr(self, "map_url" if words[0] == "map" else words[0], words[1])
+            if words[:1] == ["logs"]:  # last line of the banner
+                self._banner.set()
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-6000:]
+        except FileNotFoundError:
+            return ""
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10
+        )
+
+    def child_pid(self, name: str) -> int:
+        """The pid of a supervised service, from the demo's ``<name> started pid=`` log line."""
+        for line in self.stderr().splitlines():
+            if f"api.demo: {name} started" in line:
+                return int(line.split("pid=")[1].split()[0])
+        raise AssertionError(f"no `{name} started` line in the demo's log:\n{self.stderr()}")
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM (what Ctrl-C does) and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def cleanup(self) -> None:
+        """Whatever happened, leave no broker, database or service running."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        pid_file = BrokerLayout(self.data_dir).pid_file
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+        pg = EmbeddedPostgres(self.data_dir / "postgres")
+        pid = pg.pid()
+        if pid is not None and pg.is_running():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT)  # immediate shutdown, even if pg_ctl cannot
+
+
+def broker_running(data_dir: Path) -> bool:
+    pid_file = BrokerLayout(data_dir).pid_file
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+    return True
+
+
+def wait_until(cond: object, timeout: float, what: str, interval: float = 0.1) -> None:
+    assert callable(cond)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -1,0 +1,193 @@
+"""Acceptance: the war-room page in headless Chromium against a running ``fleet demo``.
+
+The demo runs as a subprocess (embedded PostgreSQL, Mosquitto, ingest, API and a
+simulated fleet of 20 vans at 20x) with its own data dir and free ports.  The test
+checks, through the page's ``window.fleetState`` view of the map, that van markers
+appear and move, that a route filter leaves only that route's vans (and that the
+server's filtered snapshot carries only that route), and that a device killed without
+a clean disconnect turns offline through its last will.  A screenshot is saved as
+``artifacts/warroom.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from broker.runner import BrokerLayout, reload_running_broker
+from tests.demo_support import DemoProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TEST_VAN = "pp-test-killed"
+TEST_VAN_PASSWORD = "killed-van-secret"
+
+# A device in its own process: retained `online`, a last will `offline` (retained, as the
+# contract says), then a fix every 0.3 s walking along the given coordinates.  SIGKILL
+# closes its socket without DISCONNECT, so the broker publishes the will.
+DEVICE_SCRIPT = r"""
+import json, sys, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+port, vid, password, route = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+coords = json.loads(sys.argv[5])
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=vid, protocol=mqtt.MQTTv5)
+c.username_pw_set(vid, password)
+c.will_set(f"fleet/{vid}/status", "offline", qos=1, retain=True)
+c.connect("127.0.0.1", port, keepalive=5)
+c.loop_start()
+c.publish(f"fleet/{vid}/status", "online", qos=1, retain=True).wait_for_publish(10)
+print("online", flush=True)
+i = 0
+while True:
+    lon, lat = coords[i % len(coords)]
+    fix = {"ts": int(time.time() * 1000), "lat": lat, "lon": lon, "speed": 6.0,
+           "heading": 90.0, "route": route, "seq": i}
+    c.publish(f"fleet/{vid}/telemetry", json.dumps(fix), qos=1)
+    i += 1
+    time.sleep(0.3)
+"""
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[DemoProcess]:
+    stack = DemoProcess(tmp_path / "demo", vehicles=20, speedup=20)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.cleanup()
+
+
+def _markers(page: Page) -> list[dict[str, object]]:
+    return page.evaluate("fleetState.markers()")  # type: ignore[no-any-return]
+
+
+def _route_line(demo: DemoProcess, code: str) -> list[list[float]]:
+    with demo.api() as api:
+        routes = api.get("/api/v1/routes").json()
+    for feature in routes["features"]:
+        props = feature["properties"]
+        if props.get("kind") == "route" and props["code"] == code:
+            return feature["geometry"]["coordinates"][:20]  # type: ignore[no-any-return]
+    raise AssertionError(f"route {code} not in /api/v1/routes")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
+    demo: DemoProcess,
+) -> None:
+    # a device the test can kill: credentials in the demo's broker, then reload it
+    BrokerLayout(demo.data_dir).passwords().add_device(TEST_VAN, TEST_VAN_PASSWORD)
+    assert reload_running_broker(demo.data_dir)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 860})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(demo.map_url)
+        assert "token=" not in page.url  # the token moves to sessionStorage
+
+        # 1. van markers appear (the sim's 20 vans) ...
+        page.wait_for_function(
+            "window.fleetState && fleetState.markers().length >= 15", timeout=60_000
+        )
+        first = {m["id"]: (m["lat"], m["lon"]) for m in _markers(page)}
+        assert all(m["onMap"] for m in _markers(page))
+        # ... and change position as deltas arrive
+        page.wait_for_function(
+            """(first) => fleetState.markers().filter(m => first[m.id] &&
+                   (m.lat !== first[m.id][0] || m.lon !== first[m.id][1])).length >= 5""",
+            arg=first,
+            timeout=30_000,
+        )
+
+        # 2. a route filter: "none", then one route → only that route's vans remain
+        routes = page.evaluate("fleetState.routes()")
+        assert len(routes) >= 4, routes
+        chosen = sorted({str(m["route"]) for m in _markers(page)})[0]
+        page.click("#routes-none")
+        page.wait_for_function("fleetState.markers().length === 0", timeout=10_000)
+        page.check(f"input[data-route='{chosen}']")
+        page.wait_for_function(
+            """(route) => {
+                 const s = fleetState.state, ms = fleetState.markers();
+                 return ms.length > 0 && ms.every(m => m.route === route)
+                   && JSON.stringify(s.lastSnapshotRoutes) === JSON.stringify([route]);
+               }""",
+            arg=chosen,
+            timeout=15_000,
+        )
+        frames_before = page.evaluate("fleetState.state.frames")
+        page.wait_for_function(f"fleetState.state.frames > {frames_before} + 3", timeout=10_000)
+        assert all(m["route"] == chosen for m in _markers(page))  # deltas stay filtered
+        assert int(page.inner_text(f"[data-count='{chosen}']")) > 0
+
+        # 3. a device on that route comes online, then is killed: its last will → offline
+        device = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                DEVICE_SCRIPT,
+                str(demo.mqtt_port),
+                TEST_VAN,
+                TEST_VAN_PASSWORD,
+                chosen,
+                json.dumps(_route_line(demo, chosen)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            page.wait_for_function(
+                f"""fleetState.markers().some(m => m.id === '{TEST_VAN}'
+                       && m.status === 'online')""",
+                timeout=30_000,
+            )
+            os.kill(device.pid, signal.SIGKILL)
+            device.wait(10)
+            killed_at = time.monotonic()
+            page.wait_for_function(
+                f"""fleetState.markers().some(m => m.id === '{TEST_VAN}'
+                       && m.status === 'offline')""",
+                timeout=30_000,
+            )
+            offline_after_s = time.monotonic() - killed_at
+        finally:
+            if device.poll() is None:
+                device.kill()
+                device.wait()
+        # keep-alive 5 s: the broker notices the dead socket at once or within 1.5 x 5 s
+        assert offline_after_s < 15
+        marker_class = page.get_attribute(f".leaflet-marker-icon[title='{TEST_VAN}']", "class")
+        assert marker_class is not None and "van-offline" in marker_class
+
+        # details of a van: a click shows them and its recent track
+        page.click(f".leaflet-marker-icon[title='{TEST_VAN}']", force=True)
+        page.wait_for_function(
+            "document.getElementById('details-track').textContent.includes(' in the last 30 min')",
+            timeout=10_000,
+        )
+        assert page.text_content("#details-id") == TEST_VAN
+
+        # a screenshot of the whole fleet for the record
+        page.click("#routes-all")
+        page.wait_for_function("fleetState.markers().length >= 15", timeout=10_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "warroom.png"))
+        assert not errors, errors
+        browser.close()
