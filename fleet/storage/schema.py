@@ -104,3 +104,129 @@ CREATE INDEX IF NOT EXISTS positions_ts_brin ON positions USING brin (ts);
 )
 
 MIGRATIONS: list[Migration] = [CORE]
+
+ANALYTICS = Migration(
+    version=2,
+    name="analytics: passages, segment and area speeds, alerts",
+    sql="""
+-- Checkpoint passages detected by ingest.analytics (recomputed per van/time window).
+CREATE TABLE IF NOT EXISTS passages (
+    vehicle_id      text NOT NULL,
+    ts              timestamptz NOT NULL,
+    route           text NOT NULL,
+    direction       smallint NOT NULL,   -- 0 = increasing distance, 1 = decreasing
+    checkpoint_seq  integer NOT NULL,
+    checkpoint_id   text NOT NULL,
+    PRIMARY KEY (vehicle_id, ts, route, checkpoint_seq, direction)
+);
+CREATE INDEX IF NOT EXISTS passages_stream ON passages (route, direction, checkpoint_seq, ts);
+
+-- Checkpoint-to-checkpoint traversals (from successive passages of one van).
+CREATE TABLE IF NOT EXISTS segment_traversals (
+    vehicle_id  text NOT NULL,
+    ts          timestamptz NOT NULL,         -- passage at the downstream checkpoint
+    route       text NOT NULL,
+    direction   smallint NOT NULL,
+    from_seq    integer NOT NULL,
+    to_seq      integer NOT NULL,
+    travel_s    double precision NOT NULL,
+    length_m    double precision NOT NULL,
+    speed_mps   double precision NOT NULL,
+    PRIMARY KEY (vehicle_id, ts, route, from_seq, direction)
+);
+CREATE INDEX IF NOT EXISTS segment_traversals_route_ts ON segment_traversals (route, ts);
+
+-- Speeds per H3 cell (resolution 9) per 5-minute bucket; H3 indexing runs in Python,
+-- so this is a table refreshed by the analytics loop on both paths.
+CREATE TABLE IF NOT EXISTS area_speeds (
+    bucket            timestamptz NOT NULL,
+    cell              text NOT NULL,
+    samples           integer NOT NULL,
+    vans              integer NOT NULL,
+    median_speed_mps  double precision NOT NULL,
+    p85_speed_mps     double precision NOT NULL,
+    PRIMARY KEY (bucket, cell)
+);
+
+CREATE TABLE IF NOT EXISTS alerts (
+    id                bigserial PRIMARY KEY,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    kind              text NOT NULL CHECK (kind IN ('bunching', 'gap', 'stopped', 'offline')),
+    route             text,
+    direction         smallint,
+    vehicle_id        text,
+    other_vehicle_id  text,
+    lat               double precision,
+    lon               double precision,
+    detail            jsonb NOT NULL DEFAULT '{}'::jsonb,
+    resolved_at       timestamptz
+);
+-- At most one open alert per kind and van (pair): re-evaluation never duplicates it.
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_open_key
+    ON alerts (kind, coalesce(vehicle_id, ''), coalesce(other_vehicle_id, ''))
+    WHERE resolved_at IS NULL;
+CREATE INDEX IF NOT EXISTS alerts_created_at ON alerts (created_at);
+
+-- Where the analytics loop has got to (received_at watermark), per loop name.
+CREATE TABLE IF NOT EXISTS analytics_state (
+    name        text PRIMARY KEY,
+    watermark   timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- The loop finds late (store-and-forward) rows by arrival time.
+CREATE INDEX IF NOT EXISTS positions_received_at_brin ON positions USING brin (received_at);
+""",
+    # TimescaleDB >= 2.7 (finalized continuous aggregates allow ordered-set aggregates
+    # and DISTINCT).  Real-time aggregation is on so the newest buckets are visible
+    # before the policy materializes them.
+    timescale_sql="""
+SELECT create_hypertable('passages', by_range('ts', INTERVAL '{chunk_interval}'),
+                         if_not_exists => TRUE, migrate_data => TRUE);
+SELECT create_hypertable('segment_traversals', by_range('ts', INTERVAL '{chunk_interval}'),
+                         if_not_exists => TRUE, migrate_data => TRUE);
+SELECT create_hypertable('area_speeds', by_range('bucket', INTERVAL '{chunk_interval}'),
+                         if_not_exists => TRUE, migrate_data => TRUE);
+CREATE MATERIALIZED VIEW IF NOT EXISTS segment_speeds
+WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+SELECT time_bucket(INTERVAL '5 minutes', ts) AS bucket,
+       route, direction, from_seq, to_seq,
+       count(*)::integer AS samples,
+       count(DISTINCT vehicle_id)::integer AS vans,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY travel_s) AS median_travel_s,
+       percentile_cont(0.85) WITHIN GROUP (ORDER BY travel_s) AS p85_travel_s,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY speed_mps) AS median_speed_mps,
+       percentile_cont(0.85) WITHIN GROUP (ORDER BY speed_mps) AS p85_speed_mps,
+       avg(length_m) AS length_m
+FROM segment_traversals
+GROUP BY time_bucket(INTERVAL '5 minutes', ts), route, direction, from_seq, to_seq
+WITH NO DATA;
+SELECT add_continuous_aggregate_policy('segment_speeds',
+    start_offset => INTERVAL '3 days',
+    end_offset => INTERVAL '5 minutes',
+    schedule_interval => INTERVAL '5 minutes',
+    if_not_exists => TRUE);
+SELECT add_retention_policy('passages', INTERVAL '{retain_for}', if_not_exists => TRUE);
+SELECT add_retention_policy('segment_traversals', INTERVAL '{retain_for}', if_not_exists => TRUE);
+""",
+    # Plain PostgreSQL: the same rollup as a table, refreshed by the analytics loop
+    # (ingest.analytics.congestion.refresh_segment_speeds, date_bin).
+    plain_sql="""
+CREATE TABLE IF NOT EXISTS segment_speeds (
+    bucket            timestamptz NOT NULL,
+    route             text NOT NULL,
+    direction         smallint NOT NULL,
+    from_seq          integer NOT NULL,
+    to_seq            integer NOT NULL,
+    samples           integer NOT NULL,
+    vans              integer NOT NULL,
+    median_travel_s   double precision NOT NULL,
+    p85_travel_s      double precision NOT NULL,
+    median_speed_mps  double precision NOT NULL,
+    p85_speed_mps     double precision NOT NULL,
+    length_m          double precision NOT NULL,
+    PRIMARY KEY (bucket, route, direction, from_seq)
+);
+""",
+)
+MIGRATIONS.append(ANALYTICS)

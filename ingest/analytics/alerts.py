@@ -1,0 +1,249 @@
+"""Operational alerts: bunching, gap, stopped van, offline van.
+
+Each cycle computes the set of conditions that hold *now*; the ``alerts`` table is
+reconciled against it: a new condition opens an alert (one open alert per kind and van
+or van pair, enforced by a partial unique index), a condition that no longer holds
+resolves it (``resolved_at``).  Every change is announced with
+``NOTIFY fleet_alerts, '<json>'`` so the API can push it on the websocket.
+
+* **bunching**: a van's latest headway behind the van ahead of it (same route,
+  direction and checkpoint) is ≤ ``bunching_factor`` × reference headway (target H,
+  else the median of the last hour's headways there), or the two vans are within
+  ``bunching_distance_m`` of each other along the route in the same direction.
+* **gap**: that headway is ≥ ``gap_factor`` × reference.
+* **stopped**: all of a van's fixes of the last ``stopped_minutes`` lie within
+  ``stopped_radius_m`` and it is more than ``terminal_radius_m`` from both terminals.
+* **offline**: no fix for ``offline_minutes`` (vans seen in the last day).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from ingest.analytics.passages import RouteLine
+from ingest.analytics.settings import AnalyticsSettings
+
+__all__ = ["AlertCondition", "evaluate_alerts", "reconcile_alerts"]
+
+log = logging.getLogger(__name__)
+
+_DEG_M = 111_195.0  # metres per degree of latitude on the mean sphere
+
+
+@dataclass(frozen=True)
+class AlertCondition:
+    kind: str
+    vehicle_id: str
+    other_vehicle_id: str | None = None
+    route: str | None = None
+    direction: int | None = None
+    lat: float | None = None
+    lon: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.vehicle_id, self.other_vehicle_id or "")
+
+
+def _offline(conn: psycopg.Connection, s: AnalyticsSettings) -> list[AlertCondition]:
+    rows = conn.execute(
+        """
+        SELECT vehicle_id, route, lat, lon, last_ts,
+               extract(epoch FROM now() - last_ts)::float8
+        FROM vehicles
+        WHERE last_ts < now() - make_interval(secs => %s)
+          AND last_ts > now() - interval '1 day'
+        """,
+        (s.offline_minutes * 60,),
+    ).fetchall()
+    return [
+        AlertCondition(
+            "offline",
+            vid,
+            None,
+            route,
+            None,
+            lat,
+            lon,
+            {"last_fix": ts.isoformat(), "silent_s": round(silent)},
+        )
+        for vid, route, lat, lon, ts, silent in rows
+    ]
+
+
+def _stopped(
+    conn: psycopg.Connection, lines: Mapping[str, RouteLine], s: AnalyticsSettings
+) -> list[AlertCondition]:
+    window = s.stopped_minutes * 60
+    rows = conn.execute(
+        """
+        SELECT v.vehicle_id, v.route, v.lat, v.lon,
+               max(p.lat) - min(p.lat), max(p.lon) - min(p.lon),
+               extract(epoch FROM v.last_ts - min(p.ts))::float8
+        FROM vehicles v
+        JOIN positions p ON p.vehicle_id = v.vehicle_id
+         AND p.ts >= v.last_ts - make_interval(secs => %s) AND p.ts <= v.last_ts
+        WHERE v.last_ts >= now() - make_interval(secs => %s)
+        GROUP BY v.vehicle_id, v.route, v.lat, v.lon, v.last_ts
+        """,
+        (window * 1.2, s.offline_minutes * 60),
+    ).fetchall()
+    out: list[AlertCondition] = []
+    for vid, route, lat, lon, dlat, dlon, covered in rows:
+        if covered < window:
+            continue
+        extent = float(np.hypot(dlat * _DEG_M, dlon * _DEG_M * np.cos(np.radians(lat))))
+        if extent > s.stopped_radius_m:
+            continue
+        line = lines.get(route) if route else None
+        if line is not None:
+            along, offset = line.project(np.array([lat]), np.array([lon]))
+            d = float(along[0])
+            near_end = min(d, line.length_m - d) <= s.terminal_radius_m
+            if offset[0] <= s.max_offset_m and near_end:
+                continue
+        out.append(
+            AlertCondition(
+                "stopped",
+                vid,
+                None,
+                route,
+                None,
+                lat,
+                lon,
+                {"stopped_s": round(covered), "extent_m": round(extent, 1)},
+            )
+        )
+    return out
+
+
+def _headway_alerts(
+    conn: psycopg.Connection,
+    lines: Mapping[str, RouteLine],
+    s: AnalyticsSettings,
+    targets: Mapping[str, float | None],
+) -> list[AlertCondition]:
+    """Bunching and gap from each online van's latest passage and the van ahead of it."""
+    rows = conn.execute(
+        """
+        WITH recent AS (
+            SELECT vehicle_id, ts, route, direction, checkpoint_seq,
+                   lag(vehicle_id) OVER w AS ahead_id,
+                   extract(epoch FROM ts - lag(ts) OVER w)::float8 AS headway_s
+            FROM passages
+            WHERE ts > now() - interval '2 hours'
+            WINDOW w AS (PARTITION BY route, direction, checkpoint_seq ORDER BY ts)
+        ), latest AS (
+            SELECT DISTINCT ON (vehicle_id) *
+            FROM recent ORDER BY vehicle_id, ts DESC
+        ), med AS (
+            SELECT route, direction,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY headway_s) AS median_s
+            FROM recent WHERE ts > now() - interval '1 hour' AND headway_s > 0
+            GROUP BY route, direction
+        )
+        SELECT l.vehicle_id, l.route, l.direction, l.checkpoint_seq, l.ahead_id, l.headway_s,
+               m.median_s, v.lat, v.lon, a.lat, a.lon
+        FROM latest l
+        JOIN vehicles v ON v.vehicle_id = l.vehicle_id
+        LEFT JOIN vehicles a ON a.vehicle_id = l.ahead_id
+        LEFT JOIN med m ON m.route = l.route AND m.direction = l.direction
+        WHERE l.ahead_id IS NOT NULL AND l.ahead_id <> l.vehicle_id
+          AND v.last_ts >= now() - make_interval(secs => %s)
+        """,
+        (s.offline_minutes * 60,),
+    ).fetchall()
+    out: list[AlertCondition] = []
+    for vid, route, direction, seq, ahead, h, median, lat, lon, alat, alon in rows:
+        ref = targets.get(route) or median
+        if not ref or h is None:
+            continue
+        gap_m = float("nan")
+        line = lines.get(route)
+        if line is not None and alat is not None and lat is not None:
+            along, _ = line.project(np.array([lat, alat]), np.array([lon, alon]))
+            gap_m = float(abs(along[1] - along[0]))
+        detail = {
+            "checkpoint_seq": seq,
+            "headway_s": round(h, 1),
+            "reference_s": round(ref, 1),
+            "distance_m": None if not np.isfinite(gap_m) else round(gap_m),
+        }
+        if h <= s.bunching_factor * ref or gap_m <= s.bunching_distance_m:
+            out.append(AlertCondition("bunching", vid, ahead, route, direction, lat, lon, detail))
+        elif h >= s.gap_factor * ref:
+            out.append(AlertCondition("gap", vid, ahead, route, direction, lat, lon, detail))
+    return out
+
+
+def evaluate_alerts(
+    conn: psycopg.Connection,
+    lines: Mapping[str, RouteLine],
+    settings: AnalyticsSettings,
+    targets: Mapping[str, float | None],
+) -> list[AlertCondition]:
+    """All alert conditions that hold now."""
+    return (
+        _offline(conn, settings)
+        + _stopped(conn, lines, settings)
+        + _headway_alerts(conn, lines, settings, targets)
+    )
+
+
+def reconcile_alerts(conn: psycopg.Connection, conditions: list[AlertCondition]) -> tuple[int, int]:
+    """Open new alerts, resolve vanished ones; returns (opened, resolved)."""
+    wanted = {c.key: c for c in conditions}
+    open_rows = conn.execute(
+        "SELECT id, kind, coalesce(vehicle_id, ''), coalesce(other_vehicle_id, '')"
+        " FROM alerts WHERE resolved_at IS NULL"
+    ).fetchall()
+    open_keys = {(k, v, o): i for i, k, v, o in open_rows}
+    resolved = [i for key, i in open_keys.items() if key not in wanted]
+    if resolved:
+        for aid, payload in conn.execute(
+            "UPDATE alerts SET resolved_at = now() WHERE id = ANY(%s)"
+            " RETURNING id, json_build_object('id', id, 'kind', kind, 'vehicle_id', vehicle_id,"
+            " 'other_vehicle_id', other_vehicle_id, 'route', route, 'resolved_at', resolved_at)",
+            (resolved,),
+        ).fetchall():
+            conn.execute("SELECT pg_notify('fleet_alerts', %s)", (json.dumps(payload),))
+            log.info("alert resolved", extra={"alert_id": aid})
+    opened = 0
+    for key, c in wanted.items():
+        if key in open_keys:
+            continue
+        row = conn.execute(
+            """
+            INSERT INTO alerts (kind, route, direction, vehicle_id, other_vehicle_id, lat, lon,
+                                detail)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+            ON CONFLICT DO NOTHING
+            RETURNING id, to_json(alerts)
+            """,
+            (
+                c.kind,
+                c.route,
+                c.direction,
+                c.vehicle_id,
+                c.other_vehicle_id,
+                c.lat,
+                c.lon,
+                json.dumps(c.detail),
+            ),
+        ).fetchone()
+        if row is not None:
+            opened += 1
+            conn.execute("SELECT pg_notify('fleet_alerts', %s)", (json.dumps(row[1]),))
+            log.info(
+                "alert opened",
+                extra={"alert_id": row[0], "kind": c.kind, "vehicle_id": c.vehicle_id},
+            )
+    return opened, len(resolved)

@@ -1,0 +1,218 @@
+"""The analytics loop, run in a thread of the ingest process.
+
+Every ``interval_s`` one cycle, in one transaction:
+
+1. take the ``received_at`` watermark (table ``analytics_state``) and find the vans with
+   rows that arrived since ``watermark − overlap_s`` (the overlap catches rows of
+   ingest transactions that were still open at the previous cycle; reprocessing is
+   idempotent) — at most ``max_catch_up_s`` of arrival time per cycle;
+2. for each such van, recompute passages over [first new fix − max_gap_s, last new fix
+   + max_gap_s] (:mod:`ingest.analytics.recompute`): late store-and-forward batches
+   are picked up by arrival time, whatever their fix times;
+3. refresh the 5-minute segment rollups (plain PostgreSQL) and the H3 area speeds of
+   the buckets the new fixes fall in;
+4. evaluate alerts;
+5. advance the watermark and commit.
+
+A transaction-scoped advisory lock makes one loop at a time do the work when several
+ingest workers run it (scale-out): the others skip the cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+import psycopg
+
+from ingest.analytics.alerts import evaluate_alerts, reconcile_alerts
+from ingest.analytics.congestion import refresh_area_speeds, refresh_segment_speeds
+from ingest.analytics.fix_arrays import Window
+from ingest.analytics.passages import RouteLike, RouteLine
+from ingest.analytics.recompute import recompute_windows
+from ingest.analytics.settings import AnalyticsSettings
+
+__all__ = ["AnalyticsLoop", "CycleStats"]
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY: Final = 0x6E1EE8  # pg_try_advisory_xact_lock: one analytics cycle at a time
+STATE_NAME: Final = "analytics"
+
+
+@dataclass(frozen=True)
+class CycleStats:
+    vans: int
+    fixes: int
+    passages: int
+    alerts_opened: int
+    alerts_resolved: int
+    watermark: datetime | None
+    seconds: float
+    skipped: bool = False
+
+
+class AnalyticsLoop:
+    """Passages, rollups and alerts from the positions table, in a background thread.
+
+    ``routes`` is ``fleet.routes.load_routes()``'s result (route code → Route).
+    ``run_once()`` does one cycle synchronously (tests, benchmarks); ``start()`` /
+    ``stop()`` run it every ``settings.interval_s`` in a daemon thread.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        routes: Mapping[str, RouteLike],
+        settings: AnalyticsSettings | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.settings = settings or AnalyticsSettings()
+        params = self.settings.detection
+        self.lines = {code: RouteLine(r, params) for code, r in routes.items()}
+        self.targets: dict[str, float | None] = {
+            code: getattr(r, "target_headway_s", None) for code, r in routes.items()
+        }
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection | None = None
+        self.last: CycleStats | None = None
+        self.cycles = 0
+        self.errors = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="analytics", daemon=True)
+        self._thread.start()
+        log.info("analytics loop started", extra={"interval_s": self.settings.interval_s})
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._close()
+        log.info("analytics loop stopped")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.run_once()
+            except psycopg.Error as exc:
+                self.errors += 1
+                self._close()
+                log.warning("analytics cycle failed, retrying next cycle: %s", exc)
+            except Exception:
+                self.errors += 1
+                self._close()
+                log.exception("analytics cycle failed")
+            elapsed = time.monotonic() - started
+            self._stop.wait(max(0.0, self.settings.interval_s - elapsed))
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, autocommit=False)
+        return self._conn
+
+    # -- one cycle ------------------------------------------------------------------------
+
+    def run_once(self, until: datetime | None = None) -> CycleStats:
+        """One cycle; ``until`` caps the arrival time considered (default: now)."""
+        started = time.monotonic()
+        conn = self._connection()
+        s = self.settings
+        with conn.transaction():
+            got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).fetchone()
+            if not got or not got[0]:
+                return CycleStats(0, 0, 0, 0, 0, None, 0.0, skipped=True)
+            row = conn.execute(
+                "SELECT watermark FROM analytics_state WHERE name = %s FOR UPDATE", (STATE_NAME,)
+            ).fetchone()
+            now_row = conn.execute("SELECT now()").fetchone()
+            assert now_row is not None
+            now: datetime = now_row[0]
+            end = min(until, now) if until else now
+            if row is None:
+                since = now - timedelta(seconds=s.initial_lookback_s)
+            else:
+                since = row[0] - timedelta(seconds=s.overlap_s)
+            upto = min(end, since + timedelta(seconds=s.max_catch_up_s + s.overlap_s))
+            vans, fixes, passages, buckets = self._recompute(conn, since, upto)
+            if buckets:
+                refresh_area_speeds(conn, buckets, s.h3_resolution)
+            conditions = evaluate_alerts(conn, self.lines, s, self.targets)
+            opened, resolved = reconcile_alerts(conn, conditions)
+            watermark = max(upto, row[0]) if row is not None else upto
+            conn.execute(
+                """
+                INSERT INTO analytics_state (name, watermark) VALUES (%s, %s)
+                ON CONFLICT (name) DO UPDATE SET watermark = EXCLUDED.watermark,
+                                                 updated_at = now()
+                """,
+                (STATE_NAME, watermark),
+            )
+        stats = CycleStats(
+            vans, fixes, passages, opened, resolved, watermark, time.monotonic() - started
+        )
+        self.last = stats
+        self.cycles += 1
+        if vans:
+            log.debug("analytics cycle", extra=stats.__dict__)
+        return stats
+
+    def _recompute(
+        self, conn: psycopg.Connection, since: datetime, upto: datetime
+    ) -> tuple[int, int, int, list[datetime]]:
+        s = self.settings
+        margin = timedelta(seconds=s.max_gap_s)
+        rows = conn.execute(
+            """
+            SELECT vehicle_id, min(ts), max(ts),
+                   array_agg(DISTINCT date_bin(interval '5 minutes', ts,
+                                               timestamptz '2000-01-01 00:00:00+00'))
+            FROM positions
+            WHERE received_at > %s AND received_at <= %s
+            GROUP BY vehicle_id
+            """,
+            (since, upto),
+        ).fetchall()
+        if not rows:
+            return 0, 0, 0, []
+        windows = [Window(vid, lo - margin, hi + margin) for vid, lo, hi, _ in rows]
+        buckets = sorted({b for *_, bs in rows for b in bs})
+        result = recompute_windows(conn, self.lines, windows, s.max_traversal_s)
+        spans = result.spans or []
+        refresh_segment_speeds(
+            conn,
+            [
+                (
+                    sp.route,
+                    sp.lo - timedelta(seconds=s.max_traversal_s),
+                    sp.hi + timedelta(seconds=s.max_traversal_s),
+                )
+                for sp in spans
+            ],
+            timescale=self._timescale(conn),
+        )
+        return len(windows), result.fixes, result.passages, buckets
+
+    def _timescale(self, conn: psycopg.Connection) -> bool:
+        row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+        return row is not None

@@ -1,0 +1,194 @@
+"""Helpers for analytics tests: simulate a fleet, load its fixes, compare with truth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import psycopg
+
+from fleet.contract import Fix
+from fleet.routes import Route
+from ingest.analytics.headways import headway_stats, headways_from_passages
+from tracker_sim.model import FleetModel, SimConfig, TruthTable
+
+
+@dataclass
+class SimRun:
+    chunks: list[list[tuple[str, Fix]]]  # fixes in arrival order, one list per minute
+    truth: TruthTable
+    start_ms: int
+    end_ms: int
+
+
+def simulate(
+    routes: Mapping[str, Route],
+    vans: int,
+    minutes: int,
+    seed: int = 7,
+    report_interval_s: float = 5.0,
+    noise_m: float = 5.0,
+    dropout: bool = True,
+    end_ms: int | None = None,
+) -> SimRun:
+    """Run the pure model; devices are never switched off (a switched-off tracker sends
+    nothing, so its passages are unobservable), coverage losses (store-and-forward
+    backlogs), GPS noise and bad fixes stay on."""
+    end = end_ms if end_ms is not None else int(time.time() * 1000)
+    start = end - minutes * 60_000
+    cfg = SimConfig(offline_per_h=0.0)
+    model = FleetModel(
+        routes,
+        vans,
+        seed=seed,
+        start_ms=start,
+        report_interval_s=report_interval_s,
+        noise_m=noise_m,
+        dropout=dropout,
+        config=cfg,
+    )
+    chunks: list[list[tuple[str, Fix]]] = []
+    for _ in range(minutes):
+        chunk: list[tuple[str, Fix]] = []
+        for _ in range(60):
+            tick = model.step(1.0)
+            for m in tick.messages:
+                chunk.extend((m.vehicle_id, f) for f in m.fixes)
+        chunks.append(chunk)
+    return SimRun(chunks, model.truth, start, end)
+
+
+def insert_fixes(conn: psycopg.Connection, fixes: list[tuple[str, Fix]]) -> None:
+    """Store fixes and the vans' latest positions the way ingest does (one transaction)."""
+    with conn.transaction():
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY positions (vehicle_id, ts, lat, lon, speed, heading, accuracy, route, seq)"
+                " FROM STDIN"
+            ) as copy,
+        ):
+            seen: set[tuple[str, int]] = set()
+            for vid, f in fixes:
+                if (vid, f.ts) in seen:
+                    continue
+                seen.add((vid, f.ts))
+                copy.write_row(
+                    (vid, _ts(f.ts), f.lat, f.lon, f.speed, f.heading, f.accuracy, f.route, f.seq)
+                )
+        latest: dict[str, tuple[str, Fix]] = {}
+        for vid, f in fixes:
+            if vid not in latest or f.ts > latest[vid][1].ts:
+                latest[vid] = (vid, f)
+        for vid, f in latest.values():
+            conn.execute(
+                """
+                INSERT INTO vehicles AS v (vehicle_id, route, last_ts, lat, lon, speed, heading)
+                VALUES (%s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (vehicle_id) DO UPDATE SET
+                  route = EXCLUDED.route, last_ts = EXCLUDED.last_ts, lat = EXCLUDED.lat,
+                  lon = EXCLUDED.lon, speed = EXCLUDED.speed, heading = EXCLUDED.heading
+                WHERE v.last_ts IS NULL OR v.last_ts < EXCLUDED.last_ts
+                """,
+                (vid, f.route, _ts(f.ts), f.lat, f.lon, f.speed, f.heading),
+            )
+
+
+def _ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass
+class Match:
+    truth: int
+    detected: int
+    matched: int  # truth passages with a detection within tolerance
+    spurious: int  # detections with no truth passage within tolerance
+
+
+def match_passages(
+    truth: TruthTable, detected: list[tuple[str, str, int, int, float]], tol_s: float = 5.0
+) -> Match:
+    """One-to-one matching per (van, route, direction, checkpoint) stream, greedy in time."""
+    streams: dict[tuple[str, str, int, int], list[float]] = {}
+    for v, r, d, seq, ms in zip(
+        truth.vehicle_id.tolist(),
+        truth.route.tolist(),
+        truth.direction.tolist(),
+        truth.checkpoint_seq.tolist(),
+        truth.ts_ms.tolist(),
+        strict=True,
+    ):
+        streams.setdefault((v, r, int(d), int(seq)), []).append(ms / 1000)
+    det: dict[tuple[str, str, int, int], list[float]] = {}
+    for v, r, d, seq, t in detected:
+        det.setdefault((v, r, d, seq), []).append(t)
+    matched = 0
+    used_total = 0
+    for key, ts in det.items():
+        tt = np.sort(np.array(streams.get(key, []), dtype=float))
+        used = np.zeros(tt.size, dtype=bool)
+        for t in sorted(ts):
+            if tt.size == 0:
+                continue
+            i = int(np.searchsorted(tt, t))
+            best = -1
+            for j in (i - 1, i):
+                if (
+                    0 <= j < tt.size
+                    and not used[j]
+                    and abs(tt[j] - t) <= tol_s
+                    and (best < 0 or abs(tt[j] - t) < abs(tt[best] - t))
+                ):
+                    best = j
+            if best >= 0:
+                used[best] = True
+                matched += 1
+        used_total += int(used.sum())
+    n_det = sum(len(v) for v in det.values())
+    return Match(len(truth), n_det, matched, n_det - matched)
+
+
+def route_cv(
+    rows: Iterator[tuple[str, int, int, float]] | list[tuple[str, int, int, float]],
+) -> dict[str, float]:
+    """Per-route Cv_h of pooled headways from (route, direction, seq, t) passages."""
+    by_route: dict[str, list[tuple[int, float]]] = {}
+    for r, d, seq, t in rows:
+        by_route.setdefault(r, []).append((d * 10_000 + seq, t))
+    out = {}
+    for r, items in by_route.items():
+        keys = np.array([k for k, _ in items])
+        ts = np.array([t for _, t in items])
+        _, h, _ = headways_from_passages(keys, ts)
+        out[r] = headway_stats(h).cv
+    return out
+
+
+def observable(run: SimRun) -> TruthTable:
+    """Truth passages between each van's first and last delivered fix."""
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for chunk in run.chunks:
+        for vid, f in chunk:
+            first[vid] = min(first.get(vid, f.ts), f.ts)
+            last[vid] = max(last.get(vid, f.ts), f.ts)
+    t = run.truth
+    keep = np.array(
+        [
+            first.get(v, 1 << 62) <= ms <= last.get(v, -1)
+            for v, ms in zip(t.vehicle_id.tolist(), t.ts_ms.tolist(), strict=True)
+        ],
+        dtype=bool,
+    )
+    return TruthTable(
+        t.vehicle_id[keep],
+        t.route[keep],
+        t.direction[keep],
+        t.checkpoint_id[keep],
+        t.checkpoint_seq[keep],
+        t.ts_ms[keep],
+    )
