@@ -31,7 +31,7 @@ from typing import Annotated, Final
 
 import typer
 
-from broker.runner import BrokerError, MosquittoBroker
+from broker.runner import BrokerError, BrokerLayout, MosquittoBroker
 from fleet import logs
 from fleet.settings import CommonSettings, load
 from fleet.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError, free_port
@@ -171,12 +171,19 @@ def _stop_postgres(pg: EmbeddedPostgres, timeout: float = STOP_TIMEOUT_S) -> Non
         os.kill(pid, signal.SIGINT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):
             return
         time.sleep(0.05)
     raise DemoError(f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f} s")
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _fleet_argv(*args: str) -> list[str]:
@@ -219,6 +226,7 @@ class DemoStack:
     # ---- start
     def start(self, stopping: threading.Event) -> None:
         """Bring every service up, in order; raise DemoError naming the one that failed."""
+        self._stop_leftover_broker()
         self._check_ports()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._start_database()
@@ -230,6 +238,22 @@ class DemoStack:
             if stopping.is_set():
                 return
             step()
+
+    def _stop_leftover_broker(self) -> None:
+        """A Mosquitto of an earlier demo on this data dir that was killed (SIGKILL) is ours."""
+        pid_file = BrokerLayout(self.data_dir).pid_file
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return
+        if b"mosquitto" not in cmdline or str(pid_file.parent).encode() not in cmdline:
+            return  # the pid was reused by something else
+        log.warning("stopping the Mosquitto left running by an earlier demo", extra={"pid": pid})
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _check_ports(self) -> None:
         o = self.opts

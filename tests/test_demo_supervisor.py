@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.demo import pid_alive
 from broker.runner import BrokerLayout, reload_running_broker
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from tests.demo_support import DemoProcess, broker_running, wait_until
@@ -129,6 +130,35 @@ def test_a_service_that_dies_stops_the_whole_demo(data_dir: Path) -> None:
     assert "ingest was killed by signal 9" in err
     assert "logs/ingest.log" in err  # it points at the service's log
     assert _stop_lines(err) == ["api", "ingest", "mosquitto", "embedded PostgreSQL"]
+    assert not broker_running(data_dir)
+    assert not EmbeddedPostgres(data_dir / "postgres").is_running()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_new_run_takes_over_after_the_demo_was_killed(data_dir: Path) -> None:
+    demo = DemoProcess(data_dir, sim=False)
+    demo.start()
+    services = [demo.child_pid("ingest"), demo.child_pid("api")]
+    assert demo.proc is not None
+    demo.proc.kill()  # SIGKILL: no chance to stop anything in order
+    demo.proc.wait()
+    # the Python services die with it (parent-death signal) ...
+    wait_until(lambda: not any(pid_alive(p) for p in services), 30, "services to exit")
+    # ... while the broker and the database are still there
+    assert broker_running(data_dir)
+    assert EmbeddedPostgres(data_dir / "postgres").is_running()
+
+    again = DemoProcess(data_dir, sim=False)
+    again.port, again.mqtt_port = demo.port, demo.mqtt_port  # the same ports as before
+    again.start()
+    try:
+        assert "stopping the Mosquitto left running by an earlier demo" in again.stderr()
+        assert again.token == demo.token
+        with again.api() as api:
+            assert api.get("/readyz").status_code == 200
+    finally:
+        assert again.terminate() == 0
     assert not broker_running(data_dir)
     assert not EmbeddedPostgres(data_dir / "postgres").is_running()
 
