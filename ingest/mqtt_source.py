@@ -1,39 +1,40 @@
 """The MQTT side of ingest: a persistent session whose PUBACKs we send ourselves.
 
-paho-mqtt 2.x with ``manual_ack=True`` does not acknowledge a QoS 1 PUBLISH until
-:meth:`MqttSource.ack` is called, which the worker does only after the batch holding
-that message has committed.  Until then the broker counts the message as in flight
-and redelivers it after a reconnect; the MQTT 5 Receive Maximum bounds how many such
-unacknowledged messages the broker sends us, which bounds our memory.
+A QoS 1 PUBLISH is acknowledged only when :meth:`MqttSource.ack` is called, which the
+worker does after the batch holding it has committed.  Until then the broker counts the
+message as in flight and redelivers it after a reconnect (MQTT 5, 4.4); the Receive
+Maximum we announce bounds how many unacknowledged messages it sends us, which bounds
+our memory.  The session is persistent (Clean Start 0, a long Session Expiry), so while
+the worker is down the broker queues for it.
 
 Packet ids are only meaningful on the connection that received them: every message is
 tagged with the connection's generation, and acks for an older generation are dropped
 (the broker redelivers those messages on the new connection, and the duplicate insert
 is a no-op).
+
+The client is a small purpose-built one (:mod:`ingest.mqtt5`): one reader thread, one
+buffered ``recv`` for many packets, and all of a batch's PUBACKs in one ``send``.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import random
+import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet.settings import IngestSettings
+from ingest import mqtt5
 
 __all__ = ["Inbound", "MqttSource"]
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = ("fleet/+/telemetry", "fleet/+/status", "owntracks/+/+")
+KEEPALIVE_S = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,110 +50,186 @@ class Inbound:
 class MqttSource:
     def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
-        self.inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[list[Inbound]] = queue.SimpleQueue()
         self.generation = 0
         self.connected = threading.Event()
-        self._lock = threading.Lock()
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        if settings.mqtt_username:
-            client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        client.max_inflight_messages_set(100)
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        self.client = client
+        self._stop = threading.Event()
+        self._send_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._leftover = b""
+        self._pending_after_connack: list[tuple[int, bytes]] = []
+        self._thread = threading.Thread(target=self._run, name="mqtt-reader", daemon=True)
 
     def topics(self) -> list[str]:
         group = self.settings.share_group
         return [f"$share/{group}/{t}" if group else t for t in SUBSCRIPTIONS]
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.session_expiry_s
-        props.ReceiveMaximum = self.settings.receive_maximum
-        self.client.connect_async(
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            keepalive=30,
-            clean_start=False,
-            properties=props,
-        )
-        self.client.loop_start()
+        self._thread.start()
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._stop.set()
+        sock = self._sock
+        if sock is not None:
+            # Close without DISCONNECT semantics beyond the packet itself: the session
+            # stays on the broker (Session Expiry), unacked messages are redelivered.
+            try:
+                with self._send_lock:
+                    sock.sendall(mqtt5.DISCONNECT_PACKET)
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=5)
 
     def ack(self, messages: list[Inbound]) -> int:
-        """PUBACK messages of the current connection; returns how many were acked."""
-        acked = 0
-        with self._lock:
-            gen = self.generation
-        for m in messages:
-            if m.qos > 0 and m.generation == gen:
-                self.client.ack(m.mid, m.qos)
-                acked += 1
-        return acked
+        """PUBACK messages of the current connection in one write; return how many."""
+        gen = self.generation
+        out = b"".join(
+            mqtt5.puback_packet(m.mid) for m in messages if m.qos == 1 and m.generation == gen
+        )
+        if not out:
+            return 0
+        sock = self._sock
+        if sock is None:
+            return 0
+        try:
+            with self._send_lock:
+                sock.sendall(out)
+        except OSError as exc:
+            log.warning("could not send PUBACKs (%s); the broker will redeliver", exc)
+            return 0
+        return len(out) // 4
 
-    # paho callbacks (network thread) -------------------------------------------------
+    # connection handling (reader thread) ---------------------------------------------
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            log.error(
-                "broker refused the connection: %s (check FLEET_MQTT_USERNAME/PASSWORD)",
-                reason,
-                extra={"host": self.settings.mqtt_host, "port": self.settings.mqtt_port},
+    def _connect(self) -> socket.socket:
+        s = self.settings
+        sock = socket.create_connection((s.mqtt_host, s.mqtt_port), timeout=10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.sendall(
+            mqtt5.connect_packet(
+                s.client_id,
+                s.mqtt_username,
+                s.mqtt_password,
+                KEEPALIVE_S,
+                clean_start=False,
+                session_expiry_s=s.session_expiry_s,
+                receive_maximum=s.receive_maximum,
             )
-            return
-        with self._lock:
-            self.generation += 1
+        )
+        buf = bytearray()
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise mqtt5.MqttProtocolError("broker closed the connection during CONNECT")
+            buf += chunk
+            packets, used = mqtt5.split_packets(buf)
+            if packets:
+                break
+        first, body = packets[0]
+        if first & 0xF0 != mqtt5.CONNACK:
+            raise mqtt5.MqttProtocolError(f"expected CONNACK, got packet type {first >> 4}")
+        ack = mqtt5.decode_connack(body)
+        if ack.reason_code >= 0x80:
+            raise mqtt5.MqttProtocolError(
+                f"broker refused the connection: {mqtt5.reason_text(ack.reason_code)}; "
+                "check FLEET_MQTT_USERNAME / FLEET_MQTT_PASSWORD",
+                ack.reason_code,
+            )
+        self.generation += 1
         log.info(
             "connected to broker",
-            extra={"session_present": flags.session_present, "generation": self.generation},
+            extra={"session_present": ack.session_present, "generation": self.generation},
         )
-        client.subscribe([(t, 1) for t in self.topics()])
-        self.connected.set()
+        sock.sendall(mqtt5.subscribe_packet(1, self.topics(), qos=1))
+        # Whatever arrived after the CONNACK is handled by the read loop.
+        self._leftover = bytes(buf[used:])
+        self._pending_after_connack = packets[1:]
+        sock.settimeout(KEEPALIVE_S / 2)
+        return sock
 
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        for topic, rc in zip(self.topics(), reasons, strict=False):
-            if rc.is_failure:
-                log.error("subscription refused: %s (%s); check the broker ACL", topic, rc)
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                sock = self._connect()
+            except (OSError, mqtt5.MqttProtocolError) as exc:
+                level = (
+                    logging.ERROR if isinstance(exc, mqtt5.MqttProtocolError) else logging.WARNING
+                )
+                log.log(
+                    level,
+                    "cannot connect to broker %s:%s: %s; retrying in %.1f s",
+                    self.settings.mqtt_host,
+                    self.settings.mqtt_port,
+                    exc,
+                    delay,
+                )
+                if self._stop.wait(delay * random.uniform(0.8, 1.2)):
+                    return
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            self._sock = sock
+            self.connected.set()
+            try:
+                self._read_loop(sock)
+            except (OSError, mqtt5.MqttProtocolError) as exc:
+                if not self._stop.is_set():
+                    log.warning("disconnected from broker: %s; reconnecting", exc)
+            finally:
+                self.connected.clear()
+                self._sock = None
+                sock.close()
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self.connected.clear()
-        log.warning("disconnected from broker: %s; reconnecting", reason)
+    def _read_loop(self, sock: socket.socket) -> None:
+        buf = bytearray(self._leftover)
+        self._handle(self._pending_after_connack)
+        idle_timeouts = 0
+        while not self._stop.is_set():
+            try:
+                chunk = sock.recv(1 << 20)
+            except TimeoutError:
+                idle_timeouts += 1
+                if idle_timeouts > 2:
+                    raise mqtt5.MqttProtocolError(
+                        "no PINGRESP from broker: connection dead"
+                    ) from None
+                with self._send_lock:
+                    sock.sendall(mqtt5.PINGREQ_PACKET)
+                continue
+            if not chunk:
+                raise mqtt5.MqttProtocolError("broker closed the connection")
+            idle_timeouts = 0
+            buf += chunk
+            packets, used = mqtt5.split_packets(buf)
+            del buf[:used]
+            self._handle(packets)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.inbox.put(
-            Inbound(
-                msg.mid, msg.qos, msg.topic, bytes(msg.payload), self.generation, time.monotonic()
-            )
-        )
+    def _handle(self, packets: list[tuple[int, bytes]]) -> None:
+        now = time.monotonic()
+        gen = self.generation
+        batch: list[Inbound] = []
+        decode = mqtt5.decode_publish
+        for first, body in packets:
+            ptype = first & 0xF0
+            if ptype == mqtt5.PUBLISH:
+                p = decode(first, body)
+                batch.append(Inbound(p.packet_id, p.qos, p.topic, p.payload, gen, now))
+            elif ptype == mqtt5.SUBACK:
+                for topic, rc in zip(self.topics(), mqtt5.suback_reasons(body), strict=False):
+                    if rc >= 0x80:
+                        log.error(
+                            "subscription to %s refused: %s; check the broker ACL",
+                            topic,
+                            mqtt5.reason_text(rc),
+                        )
+            elif ptype == mqtt5.DISCONNECT:
+                code = body[0] if body else 0
+                raise mqtt5.MqttProtocolError(
+                    f"broker disconnected us: {mqtt5.reason_text(code)}", code
+                )
+            # PINGRESP and anything else: nothing to do
+        if batch:
+            self.inbox.put(batch)

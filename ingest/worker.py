@@ -87,25 +87,21 @@ class IngestWorker:
     # the loop --------------------------------------------------------------------------
 
     def _collect(self, stop: threading.Event) -> list[Inbound]:
-        """Block for the first message, then gather until the size or time limit."""
+        """Block for the first messages, then gather until the size or time limit."""
         inbox = self.source.inbox
         s = self.settings
         try:
-            first = inbox.get(timeout=0.2)
+            messages = inbox.get(timeout=0.2)
         except queue.Empty:
             return []
-        messages = [first]
-        deadline = first.received + s.batch_max_ms / 1000.0
+        deadline = messages[0].received + s.batch_max_ms / 1000.0
         while len(messages) < s.batch_max_fixes and not stop.is_set():
             remaining = deadline - time.monotonic()
             try:
-                messages.append(
-                    inbox.get_nowait() if remaining <= 0 else inbox.get(timeout=remaining)
-                )
+                more = inbox.get_nowait() if remaining <= 0 else inbox.get(timeout=remaining)
             except queue.Empty:
                 break
-            if remaining <= 0 and inbox.empty():
-                break
+            messages.extend(more)
         return messages
 
     def _write_until_committed(self, batch: Batch, stop: threading.Event) -> bool:
@@ -158,8 +154,9 @@ class IngestWorker:
                 m.batches.inc()
                 m.last_commit.set(commit_t)
                 m.batch_seconds.observe(time.monotonic() - messages[0].received)
-                if batch.fixes:
-                    m.lag_seconds.observe(max(0.0, commit_t - batch.fixes[-1][1].ts / 1000.0))
+                observe = m.lag_seconds.observe
+                for _, fix in batch.fixes:
+                    observe(max(0.0, commit_t - fix.ts / 1000.0))
                 log.debug(
                     "batch committed",
                     extra={

@@ -233,7 +233,9 @@ class EmbeddedPostgres:
     def stop(self, mode: str = "fast") -> None:
         if not self.is_running():
             return
-        self._run(["pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "stop"])
+        res = self._run(["pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "stop"])
+        if res.returncode != 0 and self.is_running():
+            raise EmbeddedPostgresError(f"pg_ctl stop failed: {res.stderr.strip()}")
 
     def kill(self) -> None:
         """SIGKILL the postmaster (crash simulation); children exit on their own."""
