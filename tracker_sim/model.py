@@ -250,7 +250,7 @@ def _zone_weights(route: Route) -> FloatArray:
 class FleetModel:
     """All vans of all routes; ``step(dt_s)`` advances everyone and returns a :class:`Tick`."""
 
-    def __init__(  # noqa: PLR0917 - the documented positional API
+    def __init__(
         self,
         routes: Mapping[str, Route],
         vehicles_per_route: int | Mapping[str, int],
@@ -331,7 +331,7 @@ class FleetModel:
         self.v = np.zeros(n)
         self.state = np.full(n, MOVING, dtype=np.int8)
         self.hold_s = np.zeros(n)
-        self.driver = np.clip(self.rng.normal(1.0, self.cfg.driver_speed_sd, n), 0.75, 1.25)
+        self.driver = np.clip(self.rng.normal(1.0, self.cfg.driver_speed_sd, n), 0.8, 1.2)
         self.mood = np.ones(n)
         self.next_report_ms = self.t_ms + self.rng.integers(
             1, self.report_interval_ms + 1, n, dtype=np.int64
@@ -349,6 +349,7 @@ class FleetModel:
         self._truth_dir: list[npt.NDArray[np.int8]] = []
         self._truth_ts: list[IntArray] = []
         self._drained = 0
+        self._quiet = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -399,6 +400,20 @@ class FleetModel:
             self._substep(t1, tick)
         tick.t_ms = self.t_ms
         return tick
+
+    def warm_up(self, seconds: float) -> None:
+        """Drive the fleet for ``seconds`` without trackers or ground truth, so that
+        the published part starts from a fleet that has been on the road (vans no longer
+        evenly spaced: bunches have formed)."""
+        self._quiet = True
+        try:
+            self.step(seconds)
+        finally:
+            self._quiet = False
+        self._truth_v, self._truth_cp, self._truth_dir, self._truth_ts = [], [], [], []
+        self._drained = 0
+        phase = self.rng.integers(1, self.report_interval_ms + 1, self.n, dtype=np.int64)
+        self.next_report_ms = self.t_ms + phase
 
     def snapshot(self) -> dict[str, npt.NDArray[np.generic]]:
         """True (noise-free) state of every van now."""
@@ -476,8 +491,8 @@ class FleetModel:
             self.mood
             + rng.normal(0.0, cfg.mood_sd * math.sqrt(dt), n)
             - 0.1 * dt * (self.mood - 1),
-            0.8,
-            1.2,
+            0.85,
+            1.15,
         )
         zone = self._zone_weight_at(self.s)
         target = (
@@ -539,7 +554,8 @@ class FleetModel:
             self.v[stop] = 0.0
 
         self.t_ms = t1
-        self._devices(t0, t1, p0, dir0, tick)
+        if not self._quiet:
+            self._devices(t0, t1, p0, dir0, tick)
 
     def _record_passages(
         self,
@@ -588,7 +604,8 @@ class FleetModel:
         cfg, rng, n = self.cfg, self.rng, self.n
         dt_h = (t1 - t0) / 3_600_000.0
 
-        # Devices switched off / on (last will) and coverage lost / regained.
+        self._reports(t0, t1, p0, dir0, tick)
+        # Then (at t1) devices switch off / on (last will) and lose / regain coverage.
         if self.dropout:
             back = ~self.online & (self.offline_until_ms <= t1)
             off = self.online & (rng.random(n) < cfg.offline_per_h * dt_h)
@@ -623,6 +640,11 @@ class FleetModel:
                 )
         self.has_backlog[upload] = False
 
+    def _reports(
+        self, t0: int, t1: int, p0: FloatArray, dir0: npt.NDArray[np.int8], tick: Tick
+    ) -> None:
+        """Fixes due in (t0, t1] of devices that are on: sent live or kept in the backlog."""
+        cfg, rng = self.cfg, self.rng
         due = self.next_report_ms <= t1
         if not due.any():
             return
