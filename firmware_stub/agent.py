@@ -84,10 +84,7 @@ class DeviceAgent:
         self.fixes_queued = 0
         self._shift_ms: int | None = None
         self._last_ts: int | None = None
-        self.uploader = Uploader(config.uplink, self._open_queue, self.apply_command)
-
-    def _open_queue(self) -> FixQueue:
-        return FixQueue(self.config.queue_path, self.config.queue_max_fixes)
+        self.uploader = Uploader(config.uplink, self._queue, self.apply_command)
 
     # -- commands (called from the uploader thread) -----------------------------------
 
@@ -99,11 +96,7 @@ class DeviceAgent:
         if value is None or not MIN_INTERVAL_S <= value <= MAX_INTERVAL_S:
             return f"interval_s must be in [{MIN_INTERVAL_S}, {MAX_INTERVAL_S}], got {value}"
         self.sampler.interval_s = value
-        queue = self._open_queue()
-        try:
-            queue.set_setting(INTERVAL_KEY, repr(value))
-        finally:
-            queue.close()
+        self._queue.set_setting(INTERVAL_KEY, repr(value))
         log.info("reporting interval changed", extra={"interval_s": value})
         return None
 
@@ -121,11 +114,7 @@ class DeviceAgent:
         return self._stop.is_set()
 
     def queue_depth(self) -> int:
-        queue = self._open_queue()
-        try:
-            return queue.depth()
-        finally:
-            queue.close()
+        return self._queue.depth()
 
     def run(self, lines: Iterable[str]) -> RunSummary:
         """Read ``lines`` until they end (or :meth:`stop`), then drain the queue."""

@@ -90,6 +90,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         assert vid is not None
         if not VEHICLE_ID_RE.match(vid):
             _fail(f"vehicle id {vid!r} must match {VEHICLE_ID_RE.pattern}")
+        max_backoff = backoff_max or s.device_backoff_max_s
         try:
             uplink = UplinkConfig(
                 vehicle_id=vid,
@@ -98,8 +99,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 port=port or s.mqtt_port,
                 keepalive_s=s.device_keepalive_s,
                 batch_max_fixes=batch_max_fixes,
-                backoff_initial_s=s.device_backoff_initial_s,
-                backoff_max_s=backoff_max or s.device_backoff_max_s,
+                backoff_initial_s=min(s.device_backoff_initial_s, max_backoff),
+                backoff_max_s=max_backoff,
                 upload_limit_bps=upload_limit_bps,
             )
             config = AgentConfig(

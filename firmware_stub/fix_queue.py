@@ -10,13 +10,16 @@ The row id (``AUTOINCREMENT``: never reused, even after the queue was empty) is 
 ``max_fixes``; beyond that the oldest are dropped (and counted), because on a tracker
 a recent position is worth more than one from days ago.
 
-One :class:`FixQueue` per thread: SQLite connections are not shared between threads.
+A :class:`FixQueue` is shared by the GPS thread and the uploader thread: one SQLite
+connection behind a lock, so that neither starves the other (two connections would take
+turns through SQLite's sleeping busy handler, and a fast replay would stall uploads).
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Final
 
@@ -53,9 +56,12 @@ class FixQueue:
             raise ValueError("max_fixes must be at least 1")
         self.path = path
         self.max_fixes = max_fixes
+        self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous=FULL")
             for ddl in SCHEMA:
@@ -66,7 +72,8 @@ class FixQueue:
             log.warning("queue is not in WAL mode", extra={"path": str(path), "mode": mode})
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def put(
         self,
@@ -80,7 +87,21 @@ class FixQueue:
         route: str | None = None,
     ) -> int:
         """Append one fix durably; return its seq. Drops the oldest beyond ``max_fixes``."""
+        with self._lock:
+            return self._put(ts, lat, lon, speed, heading, accuracy, route)
+
+    def _put(
+        self,
+        ts: int,
+        lat: float,
+        lon: float,
+        speed: float | None,
+        heading: float | None,
+        accuracy: float | None,
+        route: str | None,
+    ) -> int:
         try:
+            self._db.execute("BEGIN IMMEDIATE")
             cur = self._db.execute(
                 "INSERT INTO fixes (ts, lat, lon, speed, heading, accuracy, route)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -97,17 +118,21 @@ class FixQueue:
                     "fix queue full: dropped the oldest fixes",
                     extra={"dropped": dropped, "max_fixes": self.max_fixes},
                 )
+            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise QueueError(f"cannot write the fix queue {self.path}: {exc}") from exc
         return seq
 
     def oldest(self, after_seq: int, limit: int) -> list[Fix]:
         """Up to ``limit`` queued fixes with seq > ``after_seq``, oldest first."""
-        rows = self._db.execute(
-            "SELECT seq, ts, lat, lon, speed, heading, accuracy, route FROM fixes"
-            " WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        ).fetchall()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, ts, lat, lon, speed, heading, accuracy, route FROM fixes"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
         return [
             Fix(ts=ts, lat=lat, lon=lon, speed=sp, heading=hd, accuracy=acc, route=rt, seq=seq)
             for seq, ts, lat, lon, sp, hd, acc, rt in rows
@@ -116,23 +141,27 @@ class FixQueue:
     def delete_range(self, first_seq: int, last_seq: int) -> int:
         """Forget fixes ``first_seq..last_seq`` (the broker acknowledged them)."""
         try:
-            return self._db.execute(
-                "DELETE FROM fixes WHERE seq BETWEEN ? AND ?", (first_seq, last_seq)
-            ).rowcount
+            with self._lock:
+                return self._db.execute(
+                    "DELETE FROM fixes WHERE seq BETWEEN ? AND ?", (first_seq, last_seq)
+                ).rowcount
         except sqlite3.Error as exc:
             raise QueueError(f"cannot write the fix queue {self.path}: {exc}") from exc
 
     def depth(self) -> int:
         """How many fixes wait for upload."""
-        return int(self._db.execute("SELECT count(*) FROM fixes").fetchone()[0])
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM fixes").fetchone()[0])
 
     def get_setting(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_setting(self, key: str, value: str) -> None:
-        self._db.execute(
-            "INSERT INTO settings (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )

@@ -1,6 +1,6 @@
 """The uplink: one MQTT connection at a time, uploading the queue oldest first.
 
-The uploader thread owns the MQTT client and its own connection to the queue. Per
+The uploader thread owns the MQTT client; it shares the queue with the GPS side. Per
 connection it
 
 1. connects as the vehicle (username = vehicle id) with a retained ``offline`` last will
@@ -125,7 +125,7 @@ class Uploader(threading.Thread):
     def __init__(
         self,
         config: UplinkConfig,
-        queue_factory: Callable[[], FixQueue],
+        queue: FixQueue,
         on_command: Callable[[Command], str | None],
         *,
         rng: random.Random | None = None,
@@ -135,22 +135,21 @@ class Uploader(threading.Thread):
         self.config = config
         self.stats = UplinkStats()
         self.connected = threading.Event()
-        self._queue_factory = queue_factory
+        self._queue = queue
         self._on_command = on_command
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, rng)
         self._monotonic = monotonic
-        self._stop = threading.Event()
+        self._stop_requested = threading.Event()
         self._inflight: dict[int, _Batch] = {}
         self._cursor = 0  # highest seq handed to the current connection
         self._next_send_at = 0.0
         self._session_state = "idle"
-        self._queue: FixQueue | None = None
 
     # -- control, from other threads -------------------------------------------------
 
     def stop(self) -> None:
         """Finish: publish ``offline`` if connected, disconnect, end the thread."""
-        self._stop.set()
+        self._stop_requested.set()
 
     @property
     def inflight_batches(self) -> int:
@@ -159,23 +158,20 @@ class Uploader(threading.Thread):
     # -- thread body -----------------------------------------------------------------
 
     def run(self) -> None:
-        self._queue = self._queue_factory()
         try:
-            while not self._stop.is_set():
+            while not self._stop_requested.is_set():
                 self._session()
-                if self._stop.is_set():
+                if self._stop_requested.is_set():
                     break
                 delay = self._backoff.next_delay()
                 log.info(
                     "reconnecting after backoff",
                     extra={"delay_s": round(delay, 2), "attempt": self._backoff.failures},
                 )
-                self._stop.wait(delay)
+                self._stop_requested.wait(delay)
         except Exception:
             log.exception("uplink thread crashed")
             raise
-        finally:
-            self._queue.close()
 
     def _new_client(self) -> mqtt.Client:
         cfg = self.config
@@ -207,7 +203,7 @@ class Uploader(threading.Thread):
             self._fail(f"broker {cfg.host}:{cfg.port} unreachable: {exc}")
             return
         deadline = self._monotonic() + cfg.connect_timeout_s
-        while self._session_state == "connecting" and not self._stop.is_set():
+        while self._session_state == "connecting" and not self._stop_requested.is_set():
             if client.loop(LOOP_TICK_S) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
             if self._monotonic() > deadline:
@@ -235,7 +231,7 @@ class Uploader(threading.Thread):
         self.connected.set()
         log.info("connected", extra={"broker": f"{self.config.host}:{self.config.port}"})
         while self._session_state == "connected":
-            if self._stop.is_set():
+            if self._stop_requested.is_set():
                 self._goodbye(client)
                 return
             self._fill_window(client)
@@ -248,13 +244,13 @@ class Uploader(threading.Thread):
     def _goodbye(self, client: mqtt.Client) -> None:
         """Graceful stop: say ``offline`` ourselves (a clean disconnect sends no will)."""
         info = client.publish(status_topic(self.config.vehicle_id), STATUS_OFFLINE, 1, True)
+        self._session_state = "closing"
         deadline = self._monotonic() + 2.0
         while not info.is_published() and self._monotonic() < deadline:
             if client.loop(LOOP_TICK_S) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
         client.disconnect()
         client.loop(LOOP_TICK_S)
-        self._session_state = "idle"
         log.info("disconnected on request")
 
     def _fail(self, message: str) -> None:
@@ -266,7 +262,6 @@ class Uploader(threading.Thread):
     # -- upload ------------------------------------------------------------------------
 
     def _fill_window(self, client: mqtt.Client) -> None:
-        assert self._queue is not None
         cfg = self.config
         while len(self._inflight) < cfg.window:
             if cfg.upload_limit_bps and self._monotonic() < self._next_send_at:
@@ -338,7 +333,6 @@ class Uploader(threading.Thread):
             self._fail(f"broker rejected a batch of {batch.count} fixes: {reason}")
             client.disconnect()
             return
-        assert self._queue is not None
         self._queue.delete_range(batch.first_seq, batch.last_seq)
         self.stats.fixes_acked += batch.count
 

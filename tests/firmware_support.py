@@ -9,6 +9,7 @@ import os
 import queue
 import select
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,7 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from firmware_stub.agent import AgentConfig, DeviceAgent, RunSummary
 from firmware_stub.nmea import with_checksum
+from firmware_stub.uploader import UplinkConfig
 from fleet.contract import Fix, TopicKind, Validation, decode_telemetry, status_topic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,6 +138,7 @@ class Subscriber:
         self.vid = vid
         self.fixes: list[Fix] = []
         self.messages = 0
+        self.batches: list[tuple[int, int]] = []  # (payload bytes, fixes) per message
         self.statuses: list[tuple[str, bool]] = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
@@ -168,6 +172,7 @@ class Subscriber:
         assert not res.rejections, res.rejections
         with self.lock:
             self.messages += 1
+            self.batches.append((len(msg.payload), len(res.fixes)))
             self.fixes.extend(res.fixes)
 
     def count(self) -> int:
@@ -306,8 +311,6 @@ def run_agent(
 
 def queue_stats(queue_path: Path) -> tuple[int, int]:
     """(highest seq ever assigned, fixes still queued), read without disturbing the agent."""
-    import sqlite3
-
     db = sqlite3.connect(f"file:{queue_path}?mode=ro", uri=True, timeout=5)
     try:
         seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'fixes'").fetchone()
@@ -323,3 +326,58 @@ def lines_from(q: queue.Queue[str | None]) -> Iterator[str]:
     """A line source fed by a test: put lines, put None to end it."""
     while (line := q.get()) is not None:
         yield line
+
+
+# -- the agent in-process, fed line by line by the test -------------------------------
+
+
+class AgentHarness:
+    """A :class:`DeviceAgent` running in a thread on lines the test feeds it."""
+
+    def __init__(
+        self,
+        port: int,
+        vid: str,
+        password: str,
+        queue_path: Path,
+        *,
+        interval_s: float = 1.0,
+        drain_timeout_s: float = 60.0,
+        **uplink: object,
+    ) -> None:
+        settings: dict[str, object] = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5}
+        settings.update(uplink)
+        config = AgentConfig(
+            uplink=UplinkConfig(vehicle_id=vid, password=password, port=port, **settings),  # type: ignore[arg-type]
+            queue_path=queue_path,
+            interval_s=interval_s,
+            drain_timeout_s=drain_timeout_s,
+        )
+        self.agent = DeviceAgent(config)
+        self.summary: RunSummary | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.summary = self.agent.run(lines_from(self._lines))
+
+    def feed(self, lines: list[str]) -> None:
+        for line in lines:
+            self._lines.put(line)
+
+    def fed_all(self) -> bool:
+        return self._lines.empty()
+
+    def finish(self, timeout: float = 60):
+        """End the source; the agent drains its queue and stops."""
+        self._lines.put(None)
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "agent did not stop"
+        assert self.summary is not None
+        return self.summary
+
+    def kill(self) -> None:
+        self.agent.stop()
+        self._lines.put(None)
+        self._thread.join(15)
