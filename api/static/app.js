@@ -196,7 +196,7 @@
       '<div class="van-arrow" style="transform:rotate(' + heading.toFixed(0) + 'deg)">' +
       '<svg viewBox="0 0 24 24" width="24" height="24"><path d="M12 0 L17 8.5 L7 8.5 Z" fill="' + color + '" stroke="#222" stroke-width="0.8"/></svg></div>';
     return L.divIcon({
-      className: "van van-" + (v.status || "online"),
+      className: "van van-" + (v.status || "online") + (state.selectedVan === v.id ? " van-selected" : ""),
       html: arrow + '<div class="van-dot" style="background:' + color + '"></div>',
       iconSize: [24, 24],
       iconAnchor: [12, 12]
@@ -204,7 +204,7 @@
   }
 
   function iconKey(v) {
-    return (v.route || "") + "|" + (v.status || "online") + "|" +
+    return (v.route || "") + "|" + (v.status || "online") + "|" + (state.selectedVan === v.id) + "|" +
       (typeof v.heading === "number" ? Math.round(v.heading / 10) : "-");
   }
 
@@ -265,15 +265,28 @@
   }
 
   // ---- details + track
+  function restyle(id) {
+    var entry = vans[id];
+    if (!entry) { return; }
+    var key = iconKey(entry.v);
+    if (key !== entry.key) { entry.marker.setIcon(vanIcon(entry.v)); entry.key = key; }
+    entry.marker.setZIndexOffset(state.selectedVan === id ? 1000 : 0);
+  }
+
   function selectVan(id) {
+    var previous = state.selectedVan;
     state.selectedVan = id;
+    if (previous) { restyle(previous); }
+    restyle(id);
     $("details").hidden = false;
     renderDetails();
     loadTrack(id);
   }
 
   function closeDetails() {
+    var previous = state.selectedVan;
     state.selectedVan = null;
+    if (previous) { restyle(previous); }
     $("details").hidden = true;
     if (trackLayer) { map.removeLayer(trackLayer); trackLayer = null; }
   }
