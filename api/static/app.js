@@ -39,6 +39,7 @@
   var routeColors = {};  // code → colour
   var routeLayers = {};  // code → L.LayerGroup
   var routeNames = {};
+  var checkpoints = {};  // route → seq → [lat, lon]
   var trackLayer = null;
   var congestionLayer = null;
   var socket = null;
@@ -96,6 +97,10 @@
         if (!routeLayers[code]) { routeLayers[code] = L.layerGroup().addTo(map); }
         var color = props.color || colorOf(code);
         routeColors[code] = color;
+        if (f.geometry && f.geometry.type === "Point" && typeof props.seq === "number") {
+          (checkpoints[code] = checkpoints[code] || {})[props.seq] =
+            [f.geometry.coordinates[1], f.geometry.coordinates[0]];
+        }
         var layer = L.geoJSON(f, {
           style: { color: color, weight: 4, opacity: 0.55 },
           pointToLayer: function (_f, latlng) {
@@ -392,32 +397,72 @@
   function congestionColor(level) {
     if (typeof level !== "number") { return "#888"; }
     if (level < 0.25) { return "#1a9850"; }
-    if (level < 0.75) { return "#fee08b"; }
-    if (level < 1.5) { return "#f46d43"; }
+    if (level < 0.5) { return "#fee08b"; }
+    if (level < 1) { return "#f46d43"; }
     return "#a50026";
+  }
+
+  function levelOf(row) {
+    var keys = ["congestion_level", "congestion", "level"];
+    for (var i = 0; i < keys.length; i++) {
+      if (typeof row[keys[i]] === "number") { return row[keys[i]]; }
+    }
+    return null;
+  }
+
+  // One line per checkpoint-to-checkpoint segment (its newest bucket, worst direction),
+  // drawn between the two checkpoints from /api/v1/routes; cells/points with lat/lon as dots.
+  function congestionShapes(rows) {
+    var segments = {};
+    var shapes = [];
+    rows.forEach(function (row) {
+      var level = levelOf(row);
+      var cps = checkpoints[row.route];
+      if (cps && typeof row.from_seq === "number" && typeof row.to_seq === "number") {
+        var a = cps[row.from_seq], b = cps[row.to_seq];
+        if (!a || !b) { return; }
+        var key = row.route + ":" + Math.min(row.from_seq, row.to_seq) + "-" + Math.max(row.from_seq, row.to_seq);
+        var seen = segments[key];
+        var newer = !seen || String(row.bucket || "") > String(seen.row.bucket || "");
+        var same = seen && String(row.bucket || "") === String(seen.row.bucket || "");
+        if (newer || (same && (level || 0) > (seen.level || 0))) {
+          segments[key] = { row: row, level: level, latlngs: [a, b] };
+        }
+      } else if (row.geometry) {
+        shapes.push({ geometry: row.geometry, level: level });
+      } else if (typeof row.lat === "number" && typeof row.lon === "number") {
+        shapes.push({ point: [row.lat, row.lon], level: level });
+      }
+    });
+    Object.keys(segments).forEach(function (k) { shapes.push(segments[k]); });
+    return shapes;
   }
 
   function toggleCongestion(ev) {
     if (congestionLayer) { map.removeLayer(congestionLayer); congestionLayer = null; }
     if (!ev.target.checked) { $("congestion-note").textContent = ""; return; }
+    $("congestion-note").textContent = "loading…";
     api(API + "/reports/congestion?format=json").then(function (doc) {
       var rows = Array.isArray(doc) ? doc : (doc.rows || doc.segments || doc.cells || doc.data || []);
+      var shapes = congestionShapes(rows);
       congestionLayer = L.layerGroup();
-      var drawn = 0;
-      rows.forEach(function (row) {
-        var level = row.congestion_level !== undefined ? row.congestion_level : row.congestion;
-        var color = congestionColor(level);
-        if (row.geometry) {
-          L.geoJSON(row.geometry, { style: { color: color, weight: 7, opacity: 0.7 } }).addTo(congestionLayer);
-          drawn++;
-        } else if (typeof row.lat === "number" && typeof row.lon === "number") {
-          L.circleMarker([row.lat, row.lon], { radius: 8, color: color, fillOpacity: 0.5, weight: 0 }).addTo(congestionLayer);
-          drawn++;
+      shapes.forEach(function (sh) {
+        var color = congestionColor(sh.level);
+        var tip = sh.level === null ? "no free-flow speed yet" : "congestion " + sh.level.toFixed(2);
+        if (sh.latlngs) {
+          L.polyline(sh.latlngs, { color: color, weight: 9, opacity: 0.75 }).bindTooltip(
+            (sh.row.route || "") + " " + sh.row.from_seq + "→" + sh.row.to_seq + ": " + tip).addTo(congestionLayer);
+        } else if (sh.geometry) {
+          L.geoJSON(sh.geometry, { style: { color: color, weight: 7, opacity: 0.7 } }).addTo(congestionLayer);
+        } else {
+          L.circleMarker(sh.point, { radius: 9, color: color, fillOpacity: 0.5, weight: 0 }).bindTooltip(tip).addTo(congestionLayer);
         }
       });
       congestionLayer.addTo(map);
-      $("congestion-note").textContent = drawn ? drawn + " segments/cells" :
-        rows.length + " report rows (no geometry to draw)";
+      state.congestionShapes = shapes.length;
+      $("congestion-note").textContent = shapes.length ?
+        shapes.length + " segments (green free flow → red twice the free-flow time or worse)" :
+        rows.length + " report rows, nothing to draw yet";
     }).catch(function (e) { $("congestion-note").textContent = "unavailable: " + e.message; });
   }
 
