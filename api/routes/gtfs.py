@@ -1,0 +1,63 @@
+"""GTFS feeds: ``/gtfs-rt/vehicle-positions.pb`` (GTFS-realtime VehiclePositions)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from api.deps import Pool
+from ingest.analytics import gtfs_realtime, reports
+from ingest.analytics.context import analytics_context
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["gtfs"])
+
+PROTOBUF: Final = "application/x-protobuf"
+FREEFLOW_TTL_S: Final = 600.0
+_freeflow_cache: dict[str, Any] = {"at": 0.0, "value": {}}
+
+
+async def _freeflow(pool: Pool) -> dict[tuple[str, int, int], float]:
+    """Free-flow speeds per segment, recomputed at most every 10 minutes."""
+    if time.monotonic() - _freeflow_cache["at"] < FREEFLOW_TTL_S:
+        cached: dict[tuple[str, int, int], float] = _freeflow_cache["value"]
+        return cached
+    s = analytics_context().settings
+    now = datetime.now(UTC)
+    p = reports.ReportParams(start=now.replace(year=now.year - 1), end=now, timezone=s.timezone)
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            reports.FREEFLOW_SQL,
+            reports.freeflow_params(p, s.offpeak, s.freeflow_lookback_days),
+        )
+        rows = await cur.fetchall()
+    value = {(str(r), int(d), int(f)): float(v) for r, d, f, v in rows if v}
+    _freeflow_cache.update(at=time.monotonic(), value=value)
+    return value
+
+
+@router.get(
+    "/gtfs-rt/vehicle-positions.pb",
+    summary="GTFS-realtime VehiclePositions (protobuf) of the vans seen in the last hour",
+    response_class=Response,
+)
+async def vehicle_positions(pool: Pool) -> Response:
+    ctx = analytics_context()
+    freeflow = await _freeflow(pool)
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            gtfs_realtime.VANS_SQL,
+            {"max_age_s": gtfs_realtime.MAX_AGE_S},
+        )
+        vans = await cur.fetchall()
+        cur = await conn.execute(gtfs_realtime.LIVE_SEGMENTS_SQL)
+        live = await cur.fetchall()
+    levels = gtfs_realtime.segment_levels(live, freeflow)
+    states = gtfs_realtime.van_states(vans, ctx.lines, levels)
+    body = gtfs_realtime.build_vehicle_positions(states, time.time())
+    return Response(body, media_type=PROTOBUF)
