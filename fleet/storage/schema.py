@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS vehicles (
     accuracy     real,
     status       text NOT NULL DEFAULT 'unknown',
     status_at    timestamptz
-);
+) WITH (fillfactor = 50);  -- every fix updates its van's row: room for HOT updates
 
 CREATE TABLE IF NOT EXISTS positions (
     vehicle_id   text NOT NULL,
