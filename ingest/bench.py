@@ -277,6 +277,15 @@ def _steady_state(
         "stored": float(stored),
     }
     gen_rate = published / max(r.seconds for r in results)
+    bb = _histogram(before, "fleet_ingest_batch_seconds")
+    ba = _histogram(after, "fleet_ingest_batch_seconds")
+    batches = _metric(after, "fleet_ingest_batches_total") - _metric(
+        before, "fleet_ingest_batches_total"
+    )
+    say(
+        f"batches={batches:.0f} mean_batch={rate * (t_b - t_a) / max(batches, 1):.0f} fixes "
+        f"batch_p50_ms={quantile(0.5, bb, ba) * 1000:.0f} batch_p99_ms={quantile(0.99, bb, ba) * 1000:.0f}"
+    )
     say(
         f"published={published} acked={acked} stored={stored} "
         f"generator_rate={gen_rate:.0f}/s window={t_b - t_a:.1f}s"
