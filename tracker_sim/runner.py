@@ -31,7 +31,7 @@ from fleet.contract import telemetry_topic as _telemetry_topic
 from fleet.routes import Route, load_routes
 from tracker_sim.gateway_link import GatewayLink, GatewayPool
 from tracker_sim.links import Credentials, Link, LinkPool, Sender
-from tracker_sim.model import FleetModel, Tick
+from tracker_sim.model import FleetModel, SimConfig, Tick
 
 __all__ = ["SimOptions", "SimStats", "run_processes", "run_simulation", "split_vehicles"]
 
@@ -64,6 +64,7 @@ class SimOptions:
     id_prefix: str = "pp-"
     max_outstanding: int = 5000
     client_tag: str = "sim"
+    model_config: SimConfig | None = None  # behaviour parameters (tests, experiments)
 
 
 @dataclass
@@ -215,6 +216,7 @@ def run_simulation(
         report_interval_s=opts.report_interval_s,
         noise_m=opts.noise_m,
         dropout=opts.dropout,
+        config=opts.model_config,
         id_prefix=opts.id_prefix,
         keep_truth=False,
     )
@@ -227,13 +229,14 @@ def run_simulation(
     if opts.truth_path is not None:
         opts.truth_path.parent.mkdir(parents=True, exist_ok=True)
         truth_out = opts.truth_path.open("w", newline="")
+        model.drain_truth().write_csv(truth_out, header=True)  # the header, at once
+        truth_out.flush()
     pub.start()
     step_s = min(1.0, opts.report_interval_s)
     step_ms = round(step_s * 1000)
     wall0 = time.monotonic()
     sim0 = model.t_ms
     last_report = wall0
-    header = True
     try:
         while not stop.is_set():
             sim_elapsed = (model.t_ms - sim0) / 1000.0
@@ -252,8 +255,10 @@ def run_simulation(
             pool.pump(0)
             pool.throttle()
             if truth_out is not None:
-                stats.passages += model.drain_truth().write_csv(truth_out, header=header)
-                header = False
+                passed = model.drain_truth()
+                if len(passed):
+                    stats.passages += passed.write_csv(truth_out, header=False)
+                    truth_out.flush()  # a killed simulator leaves a complete file
             else:
                 stats.passages += len(model.drain_truth())
             now = time.monotonic()
