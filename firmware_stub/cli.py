@@ -132,6 +132,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         except _StopRequestedError:
             agent.stop()
             summary = None
+        except QueueError as exc:
+            _fail(f"{exc} (queued fixes are kept; free space or fix the path and restart)")
         finally:
             source.close()
         if summary is None:

@@ -127,12 +127,15 @@ class FixQueue:
 
     def oldest(self, after_seq: int, limit: int) -> list[Fix]:
         """Up to ``limit`` queued fixes with seq > ``after_seq``, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, ts, lat, lon, speed, heading, accuracy, route FROM fixes"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, ts, lat, lon, speed, heading, accuracy, route FROM fixes"
+                    " WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, limit),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise QueueError(f"cannot read the fix queue {self.path}: {exc}") from exc
         return [
             Fix(ts=ts, lat=lat, lon=lon, speed=sp, heading=hd, accuracy=acc, route=rt, seq=seq)
             for seq, ts, lat, lon, sp, hd, acc, rt in rows

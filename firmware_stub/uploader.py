@@ -37,7 +37,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_stub.backoff import Backoff
-from firmware_stub.fix_queue import FixQueue
+from firmware_stub.fix_queue import FixQueue, QueueError
 from fleet.contract import (
     MAX_BATCH_FIXES,
     MAX_PAYLOAD_BYTES,
@@ -160,7 +160,10 @@ class Uploader(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stop_requested.is_set():
-                self._session()
+                try:
+                    self._session()
+                except QueueError as exc:  # e.g. a full disk: retry, the GPS side reports it
+                    self._fail(str(exc))
                 if self._stop_requested.is_set():
                     break
                 delay = self._backoff.next_delay()

@@ -182,3 +182,20 @@ def test_set_interval_command_changes_the_sampling(
     again = AgentHarness(broker.port, vid, password, tmp_path / "q.sqlite3", interval_s=1)
     assert again.agent.sampler.interval_s == 5.0
     again.finish()
+
+
+def test_a_command_sent_while_the_device_is_offline_waits_for_it(
+    broker: MosquittoBroker, device: tuple[str, str], tmp_path: Path
+) -> None:
+    """The device keeps a broker session (clean_start=False), so QoS 1 commands queue."""
+    vid, password = device
+    first = AgentHarness(broker.port, vid, password, tmp_path / "q.sqlite3", interval_s=1)
+    wait_for(first.agent.uploader.connected.is_set, 10, "the first connection")
+    first.finish()
+    cmd = msgspec.json.encode(Command("set_interval", interval_s=7.0))
+    _send_command(broker.port, broker.creds["svc-api"], vid, cmd)
+    again = AgentHarness(broker.port, vid, password, tmp_path / "q.sqlite3", interval_s=1)
+    try:
+        wait_for(lambda: again.agent.sampler.interval_s == 7.0, 10, "the queued command")
+    finally:
+        again.finish()
