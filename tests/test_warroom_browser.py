@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
@@ -83,6 +84,40 @@ def _route_line(demo: DemoProcess, code: str) -> list[list[float]]:
     raise AssertionError(f"route {code} not in /api/v1/routes")
 
 
+def _insert_alert(dsn: str, route: str, pair: list[str]) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            """INSERT INTO alerts (kind, route, direction, vehicle_id, other_vehicle_id,
+                                   lat, lon, detail)
+               VALUES ('bunching', %s, 0, %s, %s, -5.14, 119.42, '{"distance_m": 40}')""",
+            (route, pair[0], pair[1]),
+        )
+
+
+def _insert_segment_speed(dsn: str, route: str) -> None:
+    """One traversal of checkpoint 0 → 1 now, and its 5-minute rollup row (plain PostgreSQL)."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            """INSERT INTO segment_traversals (vehicle_id, ts, route, direction, from_seq,
+                                               to_seq, travel_s, length_m, speed_mps)
+               VALUES ('pp-test-congestion', now(), %s, 0, 0, 1, 240, 400, 1.67)""",
+            (route,),
+        )
+        kind = conn.execute(
+            "SELECT relkind FROM pg_class WHERE relname = 'segment_speeds'"
+        ).fetchone()
+        if kind is not None and kind[0] == "r":  # a table, not a continuous aggregate
+            conn.execute(
+                """INSERT INTO segment_speeds (bucket, route, direction, from_seq, to_seq,
+                       samples, vans, median_travel_s, p85_travel_s, median_speed_mps,
+                       p85_speed_mps, length_m)
+                   VALUES (date_bin('5 minutes', now(), '2000-01-01'), %s, 0, 0, 1, 1, 1,
+                           240, 240, 1.67, 1.67, 400)
+                   ON CONFLICT DO NOTHING""",
+                (route,),
+            )
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.timeout(240)
@@ -135,6 +170,18 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
         page.wait_for_function(f"fleetState.state.frames > {frames_before} + 3", timeout=10_000)
         assert all(m["route"] == chosen for m in _markers(page))  # deltas stay filtered
         assert int(page.inner_text(f"[data-count='{chosen}']")) > 0
+
+        # alerts from the analytics (the `alerts` table) reach the alert panel as frames
+        pair = sorted(str(m["id"]) for m in _markers(page))[:2]
+        _insert_alert(demo.dsn, chosen, pair)
+        page.wait_for_selector(f"#alerts li.alert-bunching:has-text('{pair[0]}')", timeout=15_000)
+
+        # the congestion layer: offered because the report endpoint exists; draws segments
+        _insert_segment_speed(demo.dsn, chosen)
+        page.wait_for_selector("#layers", state="visible", timeout=10_000)
+        page.check("#congestion-toggle")
+        page.wait_for_function("fleetState.state.congestionShapes >= 1", timeout=15_000)
+        page.uncheck("#congestion-toggle")
 
         # 3. a device on that route comes online, then is killed: its last will → offline
         device = subprocess.Popen(

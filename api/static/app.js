@@ -366,10 +366,9 @@
       var li = document.createElement("li");
       li.className = "alert alert-" + a.kind;
       var when = a.created_at ? new Date(a.created_at).toISOString().slice(11, 19) : "";
-      li.innerHTML = '<span class="kind">' + escapeHtml(a.kind) + "</span> " +
-        escapeHtml(a.route || "") + (a.direction !== undefined && a.direction !== null ? "/" + escapeHtml(a.direction) : "") + " " +
-        escapeHtml(a.vehicle_id || "") + (a.other_vehicle_id ? " + " + escapeHtml(a.other_vehicle_id) : "") +
-        ' <span class="when">' + when + "</span>";
+      li.innerHTML = '<span class="when">' + when + '</span> <span class="kind">' + escapeHtml(a.kind) + "</span> " +
+        escapeHtml(a.route || "") + (a.direction !== undefined && a.direction !== null ? " dir " + escapeHtml(a.direction) : "") + " · " +
+        escapeHtml(a.vehicle_id || "") + (a.other_vehicle_id ? " + " + escapeHtml(a.other_vehicle_id) : "");
       if (typeof a.lat === "number" && typeof a.lon === "number") {
         li.addEventListener("click", function () { map.setView([a.lat, a.lon], Math.max(map.getZoom(), 15)); });
       }
@@ -385,9 +384,10 @@
 
   // ---- congestion layer: shown only when the analytics report endpoint exists
   function probeCongestion() {
-    fetch(API + "/reports/congestion?format=json", { headers: { Authorization: "Bearer " + token } })
-      .then(function (r) {
-        if (r.status === 404) { return; }
+    // the analytics reports are optional: ask the OpenAPI document, not the (heavy) report
+    fetch("openapi.json").then(function (r) { return r.ok ? r.json() : { paths: {} }; })
+      .then(function (doc) {
+        if (!doc.paths || !doc.paths["/" + API + "/reports/congestion"]) { return; }
         state.congestionAvailable = true;
         $("layers").hidden = false;
         $("congestion-toggle").addEventListener("change", toggleCongestion);
@@ -442,7 +442,8 @@
     if (congestionLayer) { map.removeLayer(congestionLayer); congestionLayer = null; }
     if (!ev.target.checked) { $("congestion-note").textContent = ""; return; }
     $("congestion-note").textContent = "loading…";
-    api(API + "/reports/congestion?format=json").then(function (doc) {
+    var since = new Date(Date.now() - 3600 * 1000).toISOString();
+    api(API + "/reports/congestion?format=json&from=" + encodeURIComponent(since)).then(function (doc) {
       var rows = Array.isArray(doc) ? doc : (doc.rows || doc.segments || doc.cells || doc.data || []);
       var shapes = congestionShapes(rows);
       congestionLayer = L.layerGroup();
