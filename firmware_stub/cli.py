@@ -105,7 +105,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             )
             config = AgentConfig(
                 uplink=uplink,
-                queue_path=queue or (data_dir or s.data_dir) / "device" / vid / "queue.sqlite3",
+                queue_path=queue
+                or s.device_queue
+                or (data_dir or s.data_dir) / "device" / vid / "queue.sqlite3",
                 interval_s=interval or s.device_interval_s,
                 max_hdop=max_hdop or s.device_max_hdop,
                 route=route or s.device_route,

@@ -167,6 +167,7 @@ def test_stdin_pipe_sample_log_end_to_end(
     log.write_bytes(out.stderr)
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     assert f"{SAMPLE_FIXES} fixes queued, 0 left" in out.stdout.decode()
+    assert (tmp_path / "q.sqlite3").exists()  # FLEET_DEVICE_QUEUE is honoured
     assert "'bad_checksum': 3" in out.stdout.decode()
     wait_for(lambda: sub.count() >= SAMPLE_FIXES, 10, "every fix")
     fixes = sub.snapshot()
