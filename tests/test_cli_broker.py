@@ -1,0 +1,78 @@
+"""`fleet device add|list|remove`, `fleet db migrate` and settings errors, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg
+
+from broker.credentials import PasswordFile, verify_password
+
+
+def fleet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fleet.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_device_add_list_remove(tmp_path):
+    r = fleet("device", "add", "PP-0042", "--data-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    password = r.stdout.split("password (shown once): ")[1].strip()
+    pw = PasswordFile(tmp_path / "broker" / "passwd")
+    assert pw.check("PP-0042", password)
+    assert not pw.check("PP-0042", password + "x")
+
+    again = fleet("device", "add", "PP-0042", "--data-dir", str(tmp_path))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+    assert fleet("device", "list", "--data-dir", str(tmp_path)).stdout.split() == ["PP-0042"]
+    assert fleet("device", "remove", "PP-0042", "--data-dir", str(tmp_path)).returncode == 0
+    assert fleet("device", "list", "--data-dir", str(tmp_path)).stdout.split() == []
+    gone = fleet("device", "remove", "PP-0042", "--data-dir", str(tmp_path))
+    assert gone.returncode == 2 and "no device" in gone.stderr
+
+
+def test_device_ids_are_validated_and_service_names_reserved(tmp_path):
+    bad = fleet("device", "add", "../etc", "--data-dir", str(tmp_path))
+    assert bad.returncode == 2 and "vehicle id" in bad.stderr
+    svc = fleet("device", "add", "svc-ingest", "--data-dir", str(tmp_path))
+    assert svc.returncode == 2 and "reserved" in svc.stderr
+
+
+def test_password_hash_format_matches_mosquitto():
+    # a line produced by `mosquitto_passwd -b pw alice secret` (Mosquitto 2.0.11)
+    line = (
+        "$7$101$gumrFpK8ZmtCMliP$e3rkipTP+c1PsHLkChR3mVn1Er75+m5vP9BZaadhTBk93I2/skca7Q5Z"
+        "xpKyMfFF1hk29qtGMyOhf4l2QxMLxQ=="
+    )
+    assert verify_password("secret", line)
+    assert not verify_password("Secret", line)
+
+
+def test_db_migrate_is_idempotent(pg_server):
+    dsn = pg_server.create_database()
+    first = fleet("db", "migrate", "--dsn", dsn)
+    assert first.returncode == 0, first.stderr
+    assert "applied" in first.stdout
+    second = fleet("db", "migrate", "--dsn", dsn)
+    assert second.returncode == 0 and "up to date" in second.stdout
+    with psycopg.connect(dsn) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    assert versions == sorted(set(versions)) and versions[0] == 1
+
+
+def test_bad_setting_is_one_clear_line():
+    r = fleet(
+        "ingest", env={"FLEET_BATCH_MAX_FIXES": "lots", "FLEET_DSN": "postgresql://x@127.0.0.1:1/x"}
+    )
+    assert r.returncode == 2
+    assert "FLEET_BATCH_MAX_FIXES" in r.stderr
+    assert "Traceback" not in r.stderr
