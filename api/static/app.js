@@ -12,6 +12,7 @@
     "#f032e6", "#9a6324", "#800000", "#808000", "#000075", "#46f0f0"];
   var MAKASSAR = [-5.1477, 119.4327];
   var TRACK_WINDOW_MS = 30 * 60 * 1000;
+  var ALERTS_REFRESH_MS = 30 * 1000;
 
   // ---- token: ?token= in the URL, kept in sessionStorage, removed from the address bar
   var params = new URLSearchParams(window.location.search);
@@ -376,9 +377,13 @@
     });
   }
 
+  // The active list from REST replaces the panel (resolved alerts leave it); frames in
+  // between add new ones at the top.
   function loadAlerts() {
-    api(API + "/alerts?active=true").then(function (list) {
+    api(API + "/alerts?active=true&limit=50").then(function (list) {
+      state.alerts = [];
       (Array.isArray(list) ? list : list.alerts || []).forEach(function (a) { addAlert(a, false); });
+      renderAlerts();
     }).catch(function () { /* analytics not installed: the panel stays empty */ });
   }
 
@@ -557,6 +562,7 @@
       if (state.error) { return; }
       connect();
       loadAlerts();
+      setInterval(loadAlerts, ALERTS_REFRESH_MS);
       probeCongestion();
     });
 })();
