@@ -282,9 +282,11 @@ def _steady_state(
     batches = _metric(after, "fleet_ingest_batches_total") - _metric(
         before, "fleet_ingest_batches_total"
     )
+    mean_batch = rate * (t_b - t_a) / max(batches, 1)
+    b50, b99 = quantile(0.5, bb, ba) * 1000, quantile(0.99, bb, ba) * 1000
     say(
-        f"batches={batches:.0f} mean_batch={rate * (t_b - t_a) / max(batches, 1):.0f} fixes "
-        f"batch_p50_ms={quantile(0.5, bb, ba) * 1000:.0f} batch_p99_ms={quantile(0.99, bb, ba) * 1000:.0f}"
+        f"batches={batches:.0f} mean_batch={mean_batch:.0f} "
+        f"batch_p50_ms={b50:.0f} batch_p99_ms={b99:.0f}"
     )
     say(
         f"published={published} acked={acked} stored={stored} "
