@@ -230,3 +230,20 @@ CREATE TABLE IF NOT EXISTS segment_speeds (
 """,
 )
 MIGRATIONS.append(ANALYTICS)
+
+API_TOKENS = Migration(
+    version=3,
+    name="api tokens",
+    sql="""
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id            bigserial PRIMARY KEY,
+    name          text NOT NULL,
+    role          text NOT NULL CHECK (role IN ('viewer', 'admin')),
+    token_sha256  bytea NOT NULL UNIQUE,  -- the secret itself is never stored
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    last_used_at  timestamptz,
+    revoked_at    timestamptz
+);
+""",
+)
+MIGRATIONS.append(API_TOKENS)  # version 2 is reserved for the analytics tables

@@ -1,0 +1,172 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+The lifespan opens the database pool (explicitly), the live MQTT feed (its own thread),
+the hub's tick loop, the alert poller and the start-up database work (seed the live
+state from ``latest_positions``; the demo token), and closes them in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Final
+
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.deps import require_viewer
+from api.errors import install_error_handlers
+from api.live.alerts import AlertPoller
+from api.live.client import RAW_SEND_SCOPE_KEY
+from api.live.frames import STATUS_OFFLINE, STATUS_ONLINE, Vehicle
+from api.live.hub import LiveHub
+from api.live.mqtt_feed import MqttFeed
+from api.live.state import LiveState
+from api.metrics import ApiMetrics
+from api.routes import alerts, config, health, live, routes, vehicles
+from api.settings import ApiSettings
+from api.tokens import Role, seed_token
+from fleet.settings import SettingsError
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+OPTIONAL_ROUTERS: Final = ("api.routes.reports", "api.routes.gtfs")  # analytics engineer's
+STARTUP_RETRY_S: Final = 2.0
+
+
+class _KeepRawSend:
+    """Pure ASGI: remember the server's own ``send`` in the websocket scope.
+
+    A slow client is cut off by writing its close frame straight to the transport
+    (see ``api.live.client``); the server's send callable leads to that transport.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[RAW_SEND_SCOPE_KEY] = send
+        await self.app(scope, receive, send)
+
+
+async def _seed_live_state(pool: AsyncConnectionPool, state: LiveState) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """SELECT vehicle_id, route, (extract(epoch FROM ts) * 1000)::bigint, lat, lon,
+                      speed, heading, status, extract(epoch FROM now() - ts)
+               FROM latest_positions"""
+        )
+        rows = await cur.fetchall()
+    now = time.monotonic()
+    for vid, route, ts, lat, lon, speed, heading, status, age_s in rows:
+        db_status = STATUS_OFFLINE if status == STATUS_OFFLINE else STATUS_ONLINE
+        van = Vehicle(vid, route, int(ts), lat, lon, speed, heading, db_status)
+        state.load(van, float(age_s), now)
+    return len(rows)
+
+
+async def _startup_database_work(
+    pool: AsyncConnectionPool, state: LiveState, settings: ApiSettings
+) -> None:
+    """Retry until the database answers: the live path runs meanwhile."""
+    while True:
+        try:
+            if settings.api_demo_token:
+                role = Role(settings.api_demo_token_role)
+                await seed_token(pool, settings.api_demo_token, "demo", role)
+            loaded = await _seed_live_state(pool, state)
+            log.info("live state seeded from the database", extra={"vans": loaded})
+            return
+        except Exception as exc:
+            log.warning(
+                "database not ready for start-up work; retrying",
+                extra={"error": str(exc)[:200], "retry_s": STARTUP_RETRY_S},
+            )
+            await asyncio.sleep(STARTUP_RETRY_S)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: ApiSettings = app.state.settings
+    metrics: ApiMetrics = app.state.metrics
+    assert settings.dsn is not None
+    pool = AsyncConnectionPool(
+        settings.dsn,
+        min_size=1,
+        max_size=settings.db_pool_max,
+        open=False,
+        timeout=5.0,
+        kwargs={"autocommit": True},
+        name="fleet-api",
+    )
+    await pool.open(wait=False)
+    state = LiveState(settings.stale_after_s)
+    hub = LiveHub(state, settings.ws_interval_ms / 1000, metrics)
+    feed = MqttFeed(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        loop=asyncio.get_running_loop(),
+        on_batch=hub.apply_batch,
+        qos=settings.live_qos,
+        client_id=settings.mqtt_client_id,
+    )
+    app.state.pool, app.state.hub, app.state.feed = pool, hub, feed
+    feed.start()
+    tasks = [
+        asyncio.create_task(hub.run(), name="live-hub"),
+        asyncio.create_task(_startup_database_work(pool, state, settings), name="db-startup"),
+        asyncio.create_task(
+            AlertPoller(pool, hub, settings.alerts_poll_s).run(), name="alert-poller"
+        ),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await hub.close_all()
+        await asyncio.to_thread(feed.stop)
+        await pool.close()
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    """The API for ``settings`` (``settings.dsn`` must be set: see ``resolve_dsn``)."""
+    if not settings.dsn:
+        raise SettingsError("FLEET_DSN is required by the API (or start it with `fleet api`)")
+    app = FastAPI(
+        title="Makassar fleet API",
+        version="1",
+        summary="Live positions, tracks, routes, alerts and reports of Makassar's pete-pete.",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = ApiMetrics()
+    install_error_handlers(app)
+    for module in (health, config, vehicles, routes, alerts, live):
+        app.include_router(module.router)
+    for name in OPTIONAL_ROUTERS:
+        if importlib.util.find_spec(name) is not None:
+            optional = importlib.import_module(name)
+            app.include_router(optional.router, dependencies=[Depends(require_viewer)])
+    if (STATIC_DIR / "index.html").exists():
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="war-room")
+    app.add_middleware(_KeepRawSend)
+    return app

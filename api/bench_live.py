@@ -1,0 +1,301 @@
+"""``fleet bench live``: websocket clients receiving live frames while fixes flow.
+
+Everything runs on this machine: Mosquitto and an embedded PostgreSQL (unless given),
+the API as its own process (``fleet api``), a publisher process sending fixes as
+``svc-gateway`` at a fixed rate (QoS 1, one fix per message, ``ts`` = the publish time
+in epoch ms), and N websocket clients in this process.  Each client measures, for every
+van in every delta it receives, ``receive time - fix ts``: the fix's whole way from
+publish through broker, API and coalescing to the client.  Clients that are closed
+(1013 or otherwise) before the end count as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from pathlib import Path
+
+import httpx
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from api.tokens import Role, create_token
+from broker.runner import MosquittoBroker, wait_for_port
+from fleet.storage.embedded import EmbeddedPostgres, free_port
+from fleet.storage.migrate import migrate
+
+__all__ = ["BenchOptions", "run_bench"]
+
+ROUTES = tuple(f"R{n:02d}" for n in range(1, 21))
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    clients: int = 200
+    rate: int = 5000
+    vans: int = 2000
+    duration_s: float = 20.0
+    warmup_s: float = 5.0
+    dsn: str | None = None
+    mqtt_port: int | None = None
+    data_dir: Path | None = None
+    interval_ms: int = 250
+
+
+class _Van(msgspec.Struct):
+    ts: int
+
+
+class _Frame(msgspec.Struct):
+    type: str
+    vehicles: list[_Van] = msgspec.field(default_factory=list)
+
+
+_decode = msgspec.json.Decoder(_Frame).decode
+
+
+@dataclass
+class _Clients:
+    measuring: bool = False
+    samples: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    frames: int = 0
+    closed: dict[int, int] = field(default_factory=dict)  # client index → close code
+    connected: int = 0
+
+
+# -- publisher process ------------------------------------------------------------------
+
+
+def _publish(port: int, password: str, rate: int, vans: int, seconds: float, out: Queue) -> None:  # type: ignore[type-arg]
+    import paho.mqtt.client as mqtt  # noqa: PLC0415 (child process)
+    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
+    client.username_pw_set("svc-gateway", password)
+    # paho scans its whole in-flight window on every PUBACK: a small window keeps up
+    client.max_inflight_messages_set(100)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    topics = [f"fleet/bench-{i:05d}/telemetry" for i in range(vans)]
+    sent = 0
+    start = time.monotonic()
+    end = start + seconds
+    while (now := time.monotonic()) < end:
+        due = int((now - start) * rate)
+        ts = int(time.time() * 1000)
+        while sent < due:
+            i = sent % vans
+            step = sent // vans
+            payload = (
+                f'{{"ts":{ts},"lat":{-5.2 + (i % 100) * 0.002 + (step % 50) * 1e-5:.6f},'
+                f'"lon":{119.38 + (i // 100) * 0.004:.6f},"speed":{(step % 15) * 1.0:.1f},'
+                f'"heading":{(i * 7) % 360}.0,"route":"{ROUTES[i % len(ROUTES)]}"}}'
+            )
+            client.publish(topics[i], payload, qos=1)
+            sent += 1
+        time.sleep(0.005)
+    elapsed = time.monotonic() - start
+    client.disconnect()
+    client.loop_stop()
+    out.put((sent, elapsed))
+
+
+# -- websocket clients ------------------------------------------------------------------
+
+
+async def _client(index: int, url: str, state: _Clients, stop: asyncio.Event) -> None:
+    try:
+        async with connect(
+            url, compression=None, max_size=None, ping_interval=None, open_timeout=60
+        ) as ws:
+            state.connected += 1
+            while not stop.is_set():
+                try:
+                    async with asyncio.timeout(1):
+                        raw = await ws.recv(decode=False)
+                except TimeoutError:
+                    continue
+                received = time.time() * 1000
+                frame = _decode(raw)
+                if frame.type != "delta" or not state.measuring:
+                    continue
+                state.frames += 1
+                ts = np.fromiter((v.ts for v in frame.vehicles), np.float64, len(frame.vehicles))
+                state.samples.append((received - ts).astype(np.int32))
+    except ConnectionClosed as exc:
+        if not stop.is_set():
+            state.closed[index] = exc.rcvd.code if exc.rcvd is not None else 1006
+    except OSError:
+        if not stop.is_set():
+            state.closed[index] = 1006
+
+
+async def _run_clients(
+    url: str, n: int, state: _Clients, stop: asyncio.Event, ready: asyncio.Event
+) -> None:
+    tasks = []
+    for i in range(n):
+        tasks.append(asyncio.create_task(_client(i, url, state, stop)))
+        if i % 20 == 19:
+            await asyncio.sleep(0.05)  # do not stampede the accept queue
+    deadline = time.monotonic() + 60
+    while state.connected + len(state.closed) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    ready.set()
+    await asyncio.gather(*tasks)
+
+
+# -- orchestration ----------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "_total "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def run_bench(opts: BenchOptions) -> Iterator[str]:
+    root = opts.data_dir or Path(tempfile.mkdtemp(prefix="fleet-bench-live-"))
+    root.mkdir(parents=True, exist_ok=True)
+    broker: MosquittoBroker | None = None
+    pg: EmbeddedPostgres | None = None
+    api: subprocess.Popen[bytes] | None = None
+    try:
+        if opts.mqtt_port is None:
+            broker = MosquittoBroker(root / "broker-state", port=free_port())
+            broker.start()
+            creds = broker.layout.service_credentials()
+            mqtt_port = broker.port
+        else:
+            from broker.runner import BrokerLayout  # noqa: PLC0415
+
+            creds = BrokerLayout(root).service_credentials()
+            mqtt_port = opts.mqtt_port
+        dsn = opts.dsn
+        if dsn is None:
+            pg = EmbeddedPostgres(root / "postgres", port=free_port())
+            pg.start()
+            dsn = pg.dsn
+        migrate(dsn)
+        with psycopg.connect(dsn) as conn:
+            _, token = create_token(conn, "bench-live", Role.VIEWER)
+        yield f"broker 127.0.0.1:{mqtt_port}, database {dsn}"
+
+        port = free_port()
+        env = {
+            **os.environ,
+            "FLEET_DSN": dsn,
+            "FLEET_MQTT_HOST": "127.0.0.1",
+            "FLEET_MQTT_PORT": str(mqtt_port),
+            "FLEET_MQTT_USERNAME": "svc-api",
+            "FLEET_MQTT_PASSWORD": creds["svc-api"],
+            "FLEET_WS_INTERVAL_MS": str(opts.interval_ms),
+            "FLEET_LOG_LEVEL": "WARNING",
+        }
+        log_path = root / "api.log"
+        with log_path.open("ab") as log:
+            api = subprocess.Popen(
+                [sys.executable, "-m", "fleet.cli", "api", "--no-migrate", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        base = f"http://127.0.0.1:{port}"
+        if not wait_for_port("127.0.0.1", port, 30):
+            raise RuntimeError(f"the API did not start; see {log_path}")
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/readyz").status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API never became ready; see {log_path}")
+            time.sleep(0.2)
+        yield f"api {base} (pid {api.pid}); connecting {opts.clients} websocket clients"
+
+        state, result = asyncio.run(_measure(opts, port, token, mqtt_port, creds, api.pid))
+        yield from result
+        metrics = httpx.get(f"{base}/metrics").text
+        server_dropped = int(_metric(metrics, "fleet_api_ws_dropped_clients"))
+        dropped = max(len(state.closed), server_dropped)
+        samples = np.concatenate(state.samples) if state.samples else np.zeros(1, np.int32)
+        p50, p99 = np.percentile(samples, [50, 99])
+        published, elapsed = result.published, result.elapsed
+        yield (
+            f"clients={opts.clients} rate={published / elapsed:.0f} "
+            f"p50_ms={p50:.0f} p99_ms={p99:.0f} dropped_clients={dropped}"
+        )
+    finally:
+        if api is not None and api.poll() is None:
+            api.send_signal(signal.SIGTERM)
+            try:
+                api.wait(15)
+            except subprocess.TimeoutExpired:
+                api.kill()
+        if pg is not None:
+            pg.stop()
+        if broker is not None:
+            broker.stop()
+
+
+class _Result(list[str]):
+    published: int = 0
+    elapsed: float = 1.0
+
+
+async def _measure(
+    opts: BenchOptions, port: int, token: str, mqtt_port: int, creds: dict[str, str], api_pid: int
+) -> tuple[_Clients, _Result]:
+    result = _Result()
+    state = _Clients()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    url = f"ws://127.0.0.1:{port}/ws/live?token={token}"
+    clients = asyncio.create_task(_run_clients(url, opts.clients, state, stop, ready))
+    await ready.wait()
+    result.append(f"{state.connected} clients connected; publishing {opts.rate} fixes/s")
+    ctx = mp.get_context("spawn")
+    out: Queue = ctx.Queue()  # type: ignore[type-arg]
+    seconds = opts.warmup_s + opts.duration_s + 0.5
+    pub = ctx.Process(
+        target=_publish,
+        args=(mqtt_port, creds["svc-gateway"], opts.rate, opts.vans, seconds, out),
+        daemon=True,
+    )
+    pub.start()
+    await asyncio.sleep(opts.warmup_s)
+    cpu0, own0, t0 = _cpu_seconds(api_pid), time.process_time(), time.monotonic()
+    state.measuring = True
+    await asyncio.sleep(opts.duration_s)
+    state.measuring = False
+    cpu1, own1, t1 = _cpu_seconds(api_pid), time.process_time(), time.monotonic()
+    published, elapsed = await asyncio.to_thread(out.get, True, 60)
+    result.published, result.elapsed = published, elapsed
+    await asyncio.to_thread(pub.join, 10)
+    stop.set()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(10):
+            await clients
+    result.append(
+        f"measured {opts.duration_s:.0f} s: {state.frames} delta frames received, "
+        f"CPU (% of one core): API {100 * (cpu1 - cpu0) / (t1 - t0):.0f}%, "
+        f"websocket clients {100 * (own1 - own0) / (t1 - t0):.0f}%"
+    )
+    return state, result

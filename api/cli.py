@@ -1,0 +1,143 @@
+"""``fleet api``, ``fleet token create|list|revoke`` and ``fleet bench live``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import typer
+
+from api.settings import ApiSettings
+from api.tokens import Role, TokenError, create_token, list_tokens, revoke_token
+from broker.runner import BrokerLayout
+from fleet import logs
+from fleet.settings import CommonSettings, load
+from fleet.storage.connect import resolve_dsn
+from fleet.storage.migrate import migrate
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"fleet: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _dsn(dsn: str | None, data_dir: Path | None) -> str:
+    s = load(CommonSettings)
+    return resolve_dsn(dsn or s.dsn, data_dir or s.data_dir)
+
+
+def _connect(dsn: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        _fail(f"cannot connect to the database ({exc}); check FLEET_DSN")
+        raise  # unreachable: _fail exits
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    token = groups["token"]
+    bench = groups["bench"]
+
+    @app.command("api")
+    def api_cmd(
+        port: int = typer.Option(None, help="HTTP port (default FLEET_API_PORT or 8000)."),
+        bind: str = typer.Option(None, help="HTTP address (default FLEET_API_BIND)."),
+        dsn: str = typer.Option(None, help="PostgreSQL DSN (default FLEET_DSN or embedded)."),
+        data_dir: Path = typer.Option(None, help="State directory (default FLEET_DATA_DIR)."),
+        migrate_first: bool = typer.Option(True, "--migrate/--no-migrate"),
+    ) -> None:
+        """Serve the REST API, the live websocket and the war-room page."""
+        from api.server import build_server  # noqa: PLC0415 (keeps `fleet --help` fast)
+
+        s = load(ApiSettings)
+        logs.configure(s.log_level, s.log_format)
+        overrides: dict[str, object] = {"dsn": resolve_dsn(dsn or s.dsn, data_dir or s.data_dir)}
+        if port is not None:
+            overrides["api_port"] = port
+        if bind is not None:
+            overrides["api_bind"] = bind
+        if s.mqtt_password is None:  # a local broker started by `fleet broker`
+            creds_file = BrokerLayout(data_dir or s.data_dir).service_env
+            if creds_file.exists():
+                overrides["mqtt_password"] = (
+                    BrokerLayout(data_dir or s.data_dir)
+                    .service_credentials()
+                    .get(s.mqtt_username or "")
+                )
+        settings = s.model_copy(update=overrides)
+        if migrate_first:
+            migrate(str(settings.dsn))
+        typer.echo(f"fleet api on http://{settings.api_bind}:{settings.api_port}/")
+        build_server(settings).run()
+
+    @token.command("create")
+    def token_create(
+        name: str = typer.Option(..., help="Who or what uses the token."),
+        role: Role = typer.Option(Role.VIEWER, help="viewer (read) or admin (also commands)."),
+        dsn: str = typer.Option(None, help="PostgreSQL DSN (default FLEET_DSN or embedded)."),
+        data_dir: Path = typer.Option(None),
+    ) -> None:
+        """Create an API token; the secret is printed once and stored only as a hash."""
+        with _connect(_dsn(dsn, data_dir)) as conn:
+            try:
+                token_id, secret = create_token(conn, name, role)
+            except TokenError as exc:
+                _fail(str(exc))
+                return
+        typer.echo(f"token {token_id} ({role.value}) for {name}; shown once:")
+        typer.echo(secret)
+
+    @token.command("list")
+    def token_list(dsn: str = typer.Option(None), data_dir: Path = typer.Option(None)) -> None:
+        """List tokens (never their secrets)."""
+        with _connect(_dsn(dsn, data_dir)) as conn:
+            rows = list_tokens(conn)
+        typer.echo(f"{'id':>4}  {'role':<6}  {'state':<7}  {'last used':<20}  name")
+        for r in rows:
+            state = "revoked" if r.revoked_at else "active"
+            used = r.last_used_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_used_at else "never"
+            typer.echo(f"{r.id:>4}  {r.role:<6}  {state:<7}  {used:<20}  {r.name}")
+
+    @token.command("revoke")
+    def token_revoke(
+        id_or_name: str = typer.Argument(..., help="Token id, or name (revokes all of that name)."),
+        dsn: str = typer.Option(None),
+        data_dir: Path = typer.Option(None),
+    ) -> None:
+        """Revoke a token: requests and new websockets with it are refused from now on."""
+        with _connect(_dsn(dsn, data_dir)) as conn:
+            try:
+                n = revoke_token(conn, id_or_name)
+            except TokenError as exc:
+                _fail(str(exc))
+                return
+        typer.echo(f"revoked {n} token(s)")
+
+    @bench.command("live")
+    def bench_live(
+        clients: int = typer.Option(200, help="Websocket clients."),
+        rate: int = typer.Option(5000, help="Fixes per second published."),
+        vans: int = typer.Option(2000, help="Distinct vans the fixes are spread over."),
+        duration: float = typer.Option(20.0, help="Measured seconds (after warm-up)."),
+        warmup: float = typer.Option(5.0, help="Seconds before measuring."),
+        dsn: str = typer.Option(None, help="Use this database instead of an embedded one."),
+        mqtt_port: int = typer.Option(None, help="Use a running broker on 127.0.0.1:PORT."),
+        data_dir: Path = typer.Option(None, help="Where the bench's broker/DB keep state."),
+    ) -> None:
+        """Live push under load: N websocket clients while fixes flow at RATE/s."""
+        from api.bench_live import BenchOptions, run_bench  # noqa: PLC0415
+
+        s = load(CommonSettings)
+        logs.configure("WARNING", s.log_format)
+        opts = BenchOptions(
+            clients=clients,
+            rate=rate,
+            vans=vans,
+            duration_s=duration,
+            warmup_s=warmup,
+            dsn=dsn,
+            mqtt_port=mqtt_port,
+            data_dir=data_dir,
+        )
+        for line in run_bench(opts):
+            typer.echo(line)

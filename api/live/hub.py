@@ -1,0 +1,215 @@
+"""The live hub: applies feed batches, ticks every interval, fans frames out to clients.
+
+Each tick takes the state's changes once, groups clients by filter, encodes one delta
+frame per distinct filter (not per client) and offers it to each member's queue.  The
+hub never awaits a client: slow ones are cut off by their own :class:`LiveClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from api.live.client import LiveClient
+from api.live.filters import LiveFilter
+from api.live.frames import (
+    AlertFrame,
+    DeltaFrame,
+    SnapshotFrame,
+    StatusFrame,
+    Vehicle,
+    encode_frame,
+)
+from api.live.mqtt_feed import FeedBatch
+from api.live.state import Changes, LiveState
+from api.metrics import ApiMetrics
+
+__all__ = ["LiveHub"]
+
+log = logging.getLogger(__name__)
+
+STALE_CHECK_EVERY_S = 1.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class LiveHub:
+    def __init__(self, state: LiveState, interval_s: float, metrics: ApiMetrics) -> None:
+        self.state = state
+        self.interval_s = interval_s
+        self.metrics = metrics
+        self.clients: set[LiveClient] = set()
+        self._snapshot_cache: dict[LiveFilter, tuple[int, str]] = {}
+        self._last_stale_check = 0.0
+
+    # -- feed (event loop) --------------------------------------------------------------
+
+    def apply_batch(self, batch: FeedBatch) -> None:
+        fixes, statuses, decoded, rejected = batch
+        state = self.state
+        now = time.monotonic()
+        late_before = state.late_fixes
+        for vehicle_id, fix in fixes.items():
+            state.apply_fix(vehicle_id, fix, now)
+        for vehicle_id, status in statuses:
+            state.apply_status(vehicle_id, status, now)
+        self.metrics.fixes_received.inc(decoded)
+        if rejected:
+            self.metrics.fixes_rejected.inc(rejected)
+        if state.late_fixes != late_before:
+            self.metrics.late_fixes.inc(state.late_fixes - late_before)
+
+    # -- clients ------------------------------------------------------------------------
+
+    def add(self, client: LiveClient) -> None:
+        self.clients.add(client)
+        self.metrics.ws_clients.set(len(self.clients))
+        self.send_snapshot(client)
+
+    def remove(self, client: LiveClient) -> None:
+        self.clients.discard(client)
+        self.metrics.ws_clients.set(len(self.clients))
+
+    def set_filter(self, client: LiveClient, live_filter: LiveFilter) -> None:
+        client.filter = live_filter
+        self.send_snapshot(client, replace_queued=True)
+
+    def send_snapshot(self, client: LiveClient, replace_queued: bool = False) -> None:
+        client.snapshot_version = self.state.version
+        frame = self._snapshot_frame(client.filter)
+        if replace_queued:
+            client.replace_queue_with(frame)
+        else:
+            client.offer(frame)
+
+    def _snapshot_frame(self, live_filter: LiveFilter) -> str:
+        version = self.state.version
+        cached = self._snapshot_cache.get(live_filter)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        vans = self.state.snapshot()
+        if not live_filter.is_everything:
+            vans = [v for v in vans if live_filter.matches(v)]
+        frame = encode_frame(SnapshotFrame(ts=now_ms(), vehicles=vans))
+        if len(self._snapshot_cache) > 256:
+            self._snapshot_cache.clear()
+        self._snapshot_cache[live_filter] = (version, frame)
+        return frame
+
+    def client_cut_off(self, client: LiveClient, reason: str) -> None:
+        self.remove(client)
+        self.metrics.dropped_clients.inc()
+        log.warning("live client cut off (1013)", extra={"reason": reason})
+
+    def frame_sent(self) -> None:
+        self.metrics.frames_sent.inc()
+
+    # -- alerts -------------------------------------------------------------------------
+
+    def push_alert(self, alert: dict[str, Any]) -> None:
+        frame = encode_frame(AlertFrame(ts=now_ms(), alert=alert))
+        route = alert.get("route")
+        lat, lon = alert.get("lat"), alert.get("lon")
+        for client in list(self.clients):
+            flt = client.filter
+            if route is not None and not flt.matches_route(route):
+                continue
+            if lat is not None and lon is not None and not flt.in_bbox(lat, lon):
+                continue
+            client.offer(frame)
+
+    # -- ticking ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Tick every interval until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            next_tick += self.interval_s
+            delay = next_tick - loop.time()
+            if delay < 0:  # fell behind (e.g. a long pause): do not burst to catch up
+                next_tick = loop.time()
+                delay = 0
+            await asyncio.sleep(delay)
+            try:
+                self.tick()
+            except Exception:
+                log.exception("live tick failed; continuing")
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_stale_check >= STALE_CHECK_EVERY_S:
+            self._last_stale_check = now
+            self.state.check_stale(now)
+        changes = self.state.take_changes()
+        if not changes or not self.clients:
+            return
+        groups: dict[LiveFilter, list[LiveClient]] = defaultdict(list)
+        for client in self.clients:
+            if client.alive:
+                groups[client.filter].append(client)
+        ts = now_ms()
+        status_frames = [
+            (
+                change,
+                encode_frame(
+                    StatusFrame(ts=ts, vehicle_id=change.vehicle_id, status=change.status)
+                ),
+            )
+            for change in changes.statuses
+        ]
+        for live_filter, members in groups.items():
+            vans = _vans_for(live_filter, changes)
+            shared: str | None = None
+            for client in members:
+                since, client.snapshot_version = client.snapshot_version, None
+                if since is not None and any(changes.versions[v.id] <= since for v in vans):
+                    # joined (or re-filtered) mid-interval: its own frame, this once
+                    own = [v for v in vans if changes.versions[v.id] > since]
+                    if own:
+                        client.offer(encode_frame(DeltaFrame(ts=ts, vehicles=own)))
+                    continue
+                if vans:
+                    if shared is None:
+                        shared = encode_frame(DeltaFrame(ts=ts, vehicles=vans))
+                    client.offer(shared)
+            for change, status_frame in status_frames:
+                if not live_filter.matches_route(change.route):
+                    continue
+                located = change.lat is not None and change.lon is not None
+                if located and not live_filter.in_bbox(change.lat, change.lon):  # type: ignore[arg-type]
+                    continue
+                for client in members:
+                    client.offer(status_frame)
+
+    async def close_all(self) -> None:
+        for client in list(self.clients):
+            if client.sender is not None:
+                client.sender.cancel()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await client.websocket.close(1001, "server shutting down")
+
+
+def _vans_for(live_filter: LiveFilter, changes: Changes) -> list[Vehicle]:
+    """Moved vans a filter sees: inside it now, or inside at the previous tick (left)."""
+    if live_filter.is_everything:
+        return changes.moved
+    out: list[Vehicle] = []
+    moved_from = changes.moved_from
+    for v in changes.moved:
+        if not live_filter.matches_route(v.route):
+            continue
+        if live_filter.in_bbox(v.lat, v.lon):
+            out.append(v)
+            continue
+        before = moved_from.get(v.id)
+        if before is not None and live_filter.in_bbox(before[0], before[1]):
+            out.append(v)
+    return out

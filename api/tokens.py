@@ -1,0 +1,141 @@
+"""API tokens: random secrets shown once, stored as SHA-256 digests in ``api_tokens``.
+
+Roles: ``viewer`` (read everything, live map) and ``admin`` (also send device commands).
+The CLI (``fleet token create|list|revoke``) uses the synchronous functions; the API
+verifies with :func:`verify` on its async pool.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+__all__ = [
+    "Role",
+    "TokenError",
+    "TokenInfo",
+    "TokenRow",
+    "create_token",
+    "digest",
+    "list_tokens",
+    "revoke_token",
+    "seed_token",
+    "verify",
+]
+
+TOKEN_PREFIX: Final = "flt_"  # noqa: S105 (a prefix, not a secret)
+LAST_USED_RESOLUTION: Final = timedelta(minutes=1)
+
+
+class Role(enum.StrEnum):
+    VIEWER = "viewer"
+    ADMIN = "admin"
+
+
+class TokenError(ValueError):
+    """A token operation the operator asked for cannot be done; the text says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """Who is calling: the verified token's id, name and role."""
+
+    id: int
+    name: str
+    role: Role
+
+    def allows(self, needed: Role) -> bool:
+        return needed is Role.VIEWER or self.role is Role.ADMIN
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def new_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_token(conn: psycopg.Connection, name: str, role: Role) -> tuple[int, str]:
+    """Insert a new token; return its id and the secret (the only time it is visible)."""
+    if not name.strip():
+        raise TokenError("a token needs a name (who or what uses it)")
+    secret = new_secret()
+    row = conn.execute(
+        "INSERT INTO api_tokens (name, role, token_sha256) VALUES (%s, %s, %s) RETURNING id",
+        (name, role.value, digest(secret)),
+    ).fetchone()
+    assert row is not None
+    conn.commit()
+    return int(row[0]), secret
+
+
+def list_tokens(conn: psycopg.Connection) -> list[TokenRow]:
+    rows = conn.execute(
+        "SELECT id, name, role, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY id"
+    ).fetchall()
+    return [TokenRow(*r) for r in rows]
+
+
+def revoke_token(conn: psycopg.Connection, id_or_name: str) -> int:
+    """Revoke by id or by name (all active tokens of that name); return how many."""
+    if id_or_name.isdigit():
+        cur = conn.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL",
+            (int(id_or_name),),
+        )
+    else:
+        cur = conn.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL",
+            (id_or_name,),
+        )
+    conn.commit()
+    if cur.rowcount == 0:
+        raise TokenError(f"no active token with id or name {id_or_name!r} (see `fleet token list`)")
+    return cur.rowcount
+
+
+async def seed_token(pool: AsyncConnectionPool, secret: str, name: str, role: Role) -> None:
+    """Make ``secret`` a valid token (demo mode); re-activates it if it was revoked."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            """INSERT INTO api_tokens (name, role, token_sha256) VALUES (%s, %s, %s)
+               ON CONFLICT (token_sha256)
+               DO UPDATE SET revoked_at = NULL, role = EXCLUDED.role""",
+            (name, role.value, digest(secret)),
+        )
+
+
+async def verify(pool: AsyncConnectionPool, secret: str) -> TokenInfo | None:
+    """The token's identity when it exists and is not revoked; records its last use."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """SELECT id, name, role, last_used_at IS NULL OR last_used_at < now() - %s
+               FROM api_tokens WHERE token_sha256 = %s AND revoked_at IS NULL""",
+            (LAST_USED_RESOLUTION, digest(secret)),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        if row[3]:  # record use at most once a minute: no write per request
+            await conn.execute(
+                "UPDATE api_tokens SET last_used_at = now() WHERE id = %s", (row[0],)
+            )
+    return TokenInfo(int(row[0]), str(row[1]), Role(row[2]))

@@ -1,0 +1,282 @@
+"""The live websocket against a real app: uvicorn, Mosquitto and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from api.tokens import Role
+from broker.runner import MosquittoBroker
+from tests.api_support import (
+    Gateway,
+    StalledClient,
+    make_token,
+    now_ms,
+    recv_json,
+    recv_until,
+    running_api,
+    wait_for,
+    ws_connect,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _ids(frame: dict) -> set[str]:
+    return {v["id"] for v in frame["vehicles"]}
+
+
+def test_no_token_or_bad_token_is_refused_with_4401(db_dsn: str, broker: MosquittoBroker) -> None:
+    with running_api(db_dsn, broker) as api:
+        for token in (None, "flt_not-a-real-token"):
+            ws = ws_connect(api, token)
+            with pytest.raises(ConnectionClosed) as err:
+                ws.recv(timeout=5)  # closed before any frame
+            assert err.value.rcvd is not None
+            assert err.value.rcvd.code == 4401
+
+
+def test_revoked_token_is_refused(db_dsn: str, broker: MosquittoBroker) -> None:
+    token = make_token(db_dsn)
+    with psycopg.connect(db_dsn) as conn:
+        conn.execute("UPDATE api_tokens SET revoked_at = now()")
+    with running_api(db_dsn, broker) as api:
+        ws = ws_connect(api, token)
+        with pytest.raises(ConnectionClosed) as err:
+            ws.recv(timeout=5)
+        assert err.value.rcvd is not None and err.value.rcvd.code == 4401
+
+
+def test_snapshot_then_coalesced_deltas(db_dsn: str, broker: MosquittoBroker) -> None:
+    token = make_token(db_dsn)
+    gw = Gateway(broker)
+    with running_api(db_dsn, broker, ws_interval_ms=200) as api:
+        t0 = now_ms()
+        gw.fix("van-a", t0, -5.14, 119.41, speed=5.0, heading=90.0)
+        gw.fix("van-b", t0, -5.15, 119.42, route="C2")
+        wait_for(lambda: len(api.hub().state.vans) == 2, 5, "fixes to reach the live state")
+
+        ws = ws_connect(api, token)
+        snap = recv_json(ws)
+        assert snap["type"] == "snapshot"
+        assert _ids(snap) == {"van-a", "van-b"}
+        a = next(v for v in snap["vehicles"] if v["id"] == "van-a")
+        assert a == {
+            "id": "van-a", "route": "B1", "ts": t0, "lat": -5.14, "lon": 119.41,
+            "speed": 5.0, "heading": 90.0, "status": "online",
+        }  # fmt: skip
+
+        # Three fixes of one van inside one interval arrive as one delta with the latest.
+        for i in range(1, 4):
+            gw.fix("van-a", t0 + i * 10, -5.14 + i * 0.001, 119.41)
+        delta = recv_until(ws, lambda f: f["type"] == "delta" and f["vehicles"][0]["ts"] == t0 + 30)
+        assert _ids(delta) == {"van-a"}  # van-b did not move
+        assert delta["vehicles"][0]["lat"] == pytest.approx(-5.137)
+
+        # Frames are at most one per interval: count frames while 40 fixes stream in.
+        received: list[float] = []
+        stop = threading.Event()
+
+        def reader() -> None:
+            while not stop.is_set():
+                try:
+                    frame = recv_json(ws, 0.5)
+                except TimeoutError:
+                    continue
+                if frame["type"] == "delta":
+                    received.append(time.monotonic())
+
+        th = threading.Thread(target=reader)
+        th.start()
+        start = time.monotonic()
+        for i in range(40):
+            gw.fix("van-b", t0 + 100 + i, -5.15, 119.42 + i * 1e-4, route="C2")
+            time.sleep(0.02)
+        time.sleep(0.5)
+        stop.set()
+        th.join()
+        elapsed = time.monotonic() - start
+        assert received, "no delta while van-b moved"
+        assert len(received) <= elapsed / 0.2 + 2
+        gaps = [b - a for a, b in zip(received, received[1:], strict=False)]
+        assert all(g >= 0.15 for g in gaps), gaps
+    gw.close()
+
+
+def test_filter_change_on_open_socket(db_dsn: str, broker: MosquittoBroker) -> None:
+    token = make_token(db_dsn)
+    gw = Gateway(broker)
+    with running_api(db_dsn, broker, ws_interval_ms=100) as api:
+        t0 = now_ms()
+        gw.fix("b1-x", t0, -5.10, 119.40, route="B1")
+        gw.fix("b1-y", t0, -5.20, 119.50, route="B1")
+        gw.fix("c2-x", t0, -5.10, 119.40, route="C2")
+        wait_for(lambda: len(api.hub().state.vans) == 3, 5, "fixes")
+        ws = ws_connect(api, token)
+        assert _ids(recv_json(ws)) == {"b1-x", "b1-y", "c2-x"}
+
+        ws.send('{"type": "filter", "routes": ["B1"], "bbox": null}')
+        snap = recv_until(ws, lambda f: f["type"] == "snapshot")
+        assert _ids(snap) == {"b1-x", "b1-y"}
+        gw.fix("c2-x", t0 + 1, -5.11, 119.40, route="C2")
+        gw.fix("b1-x", t0 + 1, -5.11, 119.40, route="B1")
+        delta = recv_until(ws, lambda f: f["type"] == "delta")
+        assert _ids(delta) == {"b1-x"}
+
+        # Bounding box around b1-y only; b1-x moving outside it stays invisible...
+        ws.send('{"type": "filter", "routes": null, "bbox": [119.45, -5.25, 119.55, -5.15]}')
+        snap = recv_until(ws, lambda f: f["type"] == "snapshot")
+        assert _ids(snap) == {"b1-y"}
+        gw.fix("b1-x", t0 + 2, -5.12, 119.40, route="B1")
+        gw.fix("b1-y", t0 + 2, -5.21, 119.51, route="B1")
+        delta = recv_until(ws, lambda f: f["type"] == "delta")
+        assert _ids(delta) == {"b1-y"}
+        # ...and a van leaving the box is sent once more, so the client can drop it.
+        gw.fix("b1-y", t0 + 3, -5.00, 119.30, route="B1")
+        delta = recv_until(ws, lambda f: f["type"] == "delta")
+        assert delta["vehicles"][0]["id"] == "b1-y" and delta["vehicles"][0]["lat"] == -5.0
+        gw.fix("b1-y", t0 + 4, -5.01, 119.30, route="B1")
+        gw.fix("c2-x", t0 + 4, -5.20, 119.50, route="C2")  # moves into the box
+        delta = recv_until(ws, lambda f: f["type"] == "delta")
+        assert _ids(delta) == {"c2-x"}
+
+        ws.send('{"type": "filter", "routes": "B1"}')
+        err = recv_until(ws, lambda f: f["type"] == "error")
+        assert "filter" in err["error"]
+        ws.send('{"type": "filter", "routes": null, "bbox": null}')
+        assert _ids(recv_until(ws, lambda f: f["type"] == "snapshot")) == {"b1-x", "b1-y", "c2-x"}
+    gw.close()
+
+
+def test_late_batch_never_moves_a_van_back(db_dsn: str, broker: MosquittoBroker) -> None:
+    token = make_token(db_dsn)
+    gw = Gateway(broker)
+    with running_api(db_dsn, broker, ws_interval_ms=100) as api:
+        t0 = now_ms()
+        ws = ws_connect(api, token)
+        assert recv_json(ws)["type"] == "snapshot"
+        gw.fix("van-l", t0, -5.10, 119.40)
+        assert recv_until(ws, lambda f: f["type"] == "delta")["vehicles"][0]["ts"] == t0
+        # A store-and-forward backlog (older fixes) and a redelivery of the current one.
+        backlog = [{"ts": t0 - 60_000 + i * 1000, "lat": -5.3, "lon": 119.3} for i in range(50)]
+        gw.batch("van-l", backlog)
+        received = api.app.state.metrics.fixes_received
+        wait_for(lambda: received._value.get() >= 51, 5, "the backlog to reach the API")
+        wait_for(lambda: api.hub().state.late_fixes >= 1, 5, "the backlog judged late")
+        gw.fix("van-l", t0, -5.10, 119.40)
+        gw.fix("van-l", t0 + 1000, -5.101, 119.401)  # then a genuinely newer one
+        seen = []
+        while True:
+            frame = recv_until(ws, lambda f: f["type"] == "delta")
+            seen.extend(v["ts"] for v in frame["vehicles"])
+            if t0 + 1000 in seen:
+                break
+        assert seen == [t0 + 1000]  # the backlog never appeared
+        assert api.hub().state.vans["van-l"].ts == t0 + 1000
+        ws2 = ws_connect(api, token)
+        snap = recv_json(ws2)
+        assert snap["vehicles"][0]["lat"] == -5.101
+    gw.close()
+
+
+def test_slow_client_is_cut_off_while_a_fast_one_keeps_receiving(
+    db_dsn: str, broker: MosquittoBroker
+) -> None:
+    token = make_token(db_dsn)
+    gw = Gateway(broker)
+    with running_api(
+        db_dsn, broker, ws_interval_ms=50, ws_slow_client_s=1.0, ws_queue_max=4
+    ) as api:
+        fast = ws_connect(api, token)
+        assert recv_json(fast)["type"] == "snapshot"
+        slow = StalledClient(api.settings.api_port, token)
+        wait_for(lambda: len(api.hub().clients) == 2, 5, "both clients registered")
+        fast_frames = 0
+        stop = threading.Event()
+
+        def publish() -> None:
+            i = 0
+            while not stop.is_set():  # ~300 vans every 50 ms: frames of ~30 KB
+                t = now_ms()
+                for v in range(300):
+                    gw.client.publish(
+                        f"fleet/v{v:03d}/telemetry",
+                        f'{{"ts": {t}, "lat": -5.1{i % 10}, "lon": 119.4, "route": "B1"}}',
+                        qos=0,
+                    )
+                i += 1
+                time.sleep(0.05)
+
+        pub = threading.Thread(target=publish)
+        pub.start()
+        try:
+            dropped = api.app.state.metrics.dropped_clients
+            deadline = time.monotonic() + 30
+            while dropped._value.get() < 1:
+                assert time.monotonic() < deadline, "slow client was never cut off"
+                frame = recv_json(fast, 5)
+                fast_frames += frame["type"] == "delta"
+            # the fast client keeps receiving after the cut-off
+            after = 0
+            for _ in range(10):
+                after += recv_json(fast, 5)["type"] == "delta"
+            assert after >= 8
+        finally:
+            stop.set()
+            pub.join()
+        assert fast_frames > 0
+        assert len(api.hub().clients) == 1
+        assert slow.drain_close_code() == 1013
+        slow.close()
+    gw.close()
+
+
+def test_status_events_offline_and_stale(db_dsn: str, broker: MosquittoBroker) -> None:
+    token = make_token(db_dsn)
+    gw = Gateway(broker)
+    with running_api(db_dsn, broker, ws_interval_ms=100, stale_after_s=1) as api:
+        ws = ws_connect(api, token)
+        assert recv_json(ws)["type"] == "snapshot"
+        gw.fix("van-s", now_ms(), -5.1, 119.4)
+        gw.fix("van-o", now_ms(), -5.1, 119.4)
+        # the last will of a device is a retained "offline" on its status topic
+        gw.publish("fleet/van-o/status", b"offline", retain=True)
+        ev = recv_until(ws, lambda f: f["type"] == "status" and f["vehicle_id"] == "van-o")
+        assert ev["status"] == "offline"
+        ev = recv_until(ws, lambda f: f["type"] == "status" and f["vehicle_id"] == "van-s", 5)
+        assert ev["status"] == "stale"
+        gw.fix("van-s", now_ms(), -5.1, 119.41)
+        ev = recv_until(ws, lambda f: f["type"] == "status" and f["vehicle_id"] == "van-s", 5)
+        assert ev["status"] == "online"
+    gw.close()
+
+
+def test_alerts_are_pushed_when_the_table_exists(db_dsn: str, broker: MosquittoBroker) -> None:
+    token = make_token(db_dsn, Role.VIEWER)
+    gw = Gateway(broker)
+    with psycopg.connect(db_dsn) as conn:  # the analytics table's shape (its migration owns it)
+        conn.execute("""CREATE TABLE IF NOT EXISTS alerts (
+            id bigserial PRIMARY KEY, kind text, route text, direction int, vehicle_id text,
+            other_vehicle_id text, lat double precision, lon double precision,
+            created_at timestamptz DEFAULT now(), resolved_at timestamptz, detail jsonb)""")
+    with running_api(db_dsn, broker, alerts_poll_s=0.2) as api:
+        ws = ws_connect(api, token)
+        assert recv_json(ws)["type"] == "snapshot"
+        wait_for(lambda: api.hub().metrics is not None, 1, "hub")
+        time.sleep(0.5)  # the poller first learns the current max(id)
+        with psycopg.connect(db_dsn) as conn:
+            conn.execute(
+                "INSERT INTO alerts (kind, route, direction, vehicle_id, other_vehicle_id,"
+                " lat, lon, detail)"
+                " VALUES ('bunching', 'B1', 0, 'v1', 'v2', -5.1, 119.4, '{\"gap_s\": 20}')"
+            )
+        frame = recv_until(ws, lambda f: f["type"] == "alert", 5)
+        alert = frame["alert"]
+        assert alert["kind"] == "bunching" and alert["vehicle_id"] == "v1"
+        assert alert["other_vehicle_id"] == "v2" and alert["detail"] == {"gap_s": 20}
+        assert abs(alert["created_at"] - now_ms()) < 60_000
+    gw.close()
