@@ -61,7 +61,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             None,
             "--vehicles",
             "-n",
-            help="Vans in total, spread evenly over the routes [default: 5 per route].",
+            help="Vans in total, spread evenly over the routes (default: 5 per route).",
         ),
         per_route: int = typer.Option(None, help="Vans per route (instead of --vehicles)."),
         routes_only: str = typer.Option(
@@ -83,10 +83,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         start: str = typer.Option(
             None,
             help="Simulated start: now, HH:MM (WITA), ISO 8601 or epoch ms "
-            "[default: now, or early enough that a --speedup run ends now].",
+            "(default: now, or early enough that a --speedup run ends now).",
         ),
         duration: str = typer.Option(
-            None, help="Simulated time to run, e.g. 3600, 30m, 2h [default: until stopped]."
+            None, help="Simulated time to run, e.g. 3600, 30m, 2h (default: until stopped)."
         ),
         warmup: str = typer.Option(
             "30m",
@@ -101,21 +101,21 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             help="device: one connection per van with its own credentials; "
             "gateway: few svc-gateway connections (load).",
         ),
-        host: str = typer.Option(None, help="MQTT host [default FLEET_MQTT_HOST]."),
-        port: int = typer.Option(None, help="MQTT port [default FLEET_MQTT_PORT]."),
+        host: str = typer.Option(None, help="MQTT host (default: FLEET_MQTT_HOST)."),
+        port: int = typer.Option(None, help="MQTT port (default: FLEET_MQTT_PORT)."),
         data_dir: Path = typer.Option(
             None,
             help="State dir of the local broker: device credentials are created there "
-            "[default FLEET_DATA_DIR].",
+            "(default: FLEET_DATA_DIR).",
         ),
         credentials: Path = typer.Option(
             None,
             help="CSV vehicle_id,password of the devices "
-            "[default <data-dir>/sim/device-credentials.csv].",
+            "(default: <data-dir>/sim/device-credentials.csv).",
         ),
         username: str = typer.Option("svc-gateway", help="Gateway mode: MQTT user."),
         password: str = typer.Option(
-            None, help="Gateway mode: password [default FLEET_MQTT_PASSWORD or <data-dir>]."
+            None, help="Gateway mode: password (default: FLEET_MQTT_PASSWORD or <data-dir>)."
         ),
         connections: int = typer.Option(2, help="Gateway mode: connections per process."),
         procs: int = typer.Option(1, help="Processes (each drives a disjoint set of routes)."),
