@@ -4,8 +4,9 @@ The demo runs as a subprocess (embedded PostgreSQL, Mosquitto, ingest, API and a
 simulated fleet of 20 vans at 20x) with its own data dir and free ports.  The test
 checks, through the page's ``window.fleetState`` view of the map, that van markers
 appear and move, that a route filter leaves only that route's vans (and that the
-server's filtered snapshot carries only that route), and that a device killed without
-a clean disconnect turns offline through its last will.  A screenshot is saved as
+server's filtered snapshot carries only that route), that alerts and the congestion
+layer show, and that a device that goes quiet turns stale and, killed without a clean
+disconnect, offline through its last will.  A screenshot is saved as
 ``artifacts/warroom.png``.
 """
 
@@ -34,14 +35,15 @@ TEST_VAN = "pp-test-killed"
 TEST_VAN_PASSWORD = "killed-van-secret"
 
 # A device in its own process: retained `online`, a last will `offline` (retained, as the
-# contract says), then a fix every 0.3 s walking along the given coordinates.  SIGKILL
-# closes its socket without DISCONNECT, so the broker publishes the will.
+# contract says), then `pause_after` fixes every 0.3 s along the given coordinates, then
+# silence on a live connection.  SIGKILL closes its socket without DISCONNECT, so the
+# broker publishes the will.
 DEVICE_SCRIPT = r"""
 import json, sys, time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 port, vid, password, route = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-coords = json.loads(sys.argv[5])
+coords, pause_after = json.loads(sys.argv[5]), int(sys.argv[6])
 c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=vid, protocol=mqtt.MQTTv5)
 c.username_pw_set(vid, password)
 c.will_set(f"fleet/{vid}/status", "offline", qos=1, retain=True)
@@ -51,6 +53,9 @@ c.publish(f"fleet/{vid}/status", "online", qos=1, retain=True).wait_for_publish(
 print("online", flush=True)
 i = 0
 while True:
+    if i >= pause_after:  # still connected (keep-alive pings), no more fixes: stale
+        time.sleep(0.3)
+        continue
     lon, lat = coords[i % len(coords)]
     fix = {"ts": int(time.time() * 1000), "lat": lat, "lon": lon, "speed": 6.0,
            "heading": 90.0, "route": route, "seq": i}
@@ -62,7 +67,10 @@ while True:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[DemoProcess]:
-    stack = DemoProcess(tmp_path / "demo", vehicles=20, speedup=20)
+    # vans report every 5 s of simulated time = every 0.25 s of wall time at 20x
+    stack = DemoProcess(
+        tmp_path / "demo", vehicles=20, speedup=20, env={"FLEET_STALE_AFTER_S": "3"}
+    )
     try:
         stack.start()
         yield stack
@@ -183,7 +191,8 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
         page.wait_for_function("fleetState.state.congestionShapes >= 1", timeout=15_000)
         page.uncheck("#congestion-toggle")
 
-        # 3. a device on that route comes online, then is killed: its last will → offline
+        # 3. a device on that route comes online, goes quiet (stale), then is killed: its
+        #    last will → offline
         device = subprocess.Popen(
             [
                 sys.executable,
@@ -194,6 +203,7 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
                 TEST_VAN_PASSWORD,
                 chosen,
                 json.dumps(_route_line(demo, chosen)),
+                "8",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -205,6 +215,14 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
                        && m.status === 'online')""",
                 timeout=30_000,
             )
+            # no fix for FLEET_STALE_AFTER_S (3 s here) while connected → stale
+            page.wait_for_function(
+                f"""fleetState.markers().some(m => m.id === '{TEST_VAN}'
+                       && m.status === 'stale')""",
+                timeout=30_000,
+            )
+            stale_class = page.get_attribute(f".leaflet-marker-icon[title='{TEST_VAN}']", "class")
+            assert stale_class is not None and "van-stale" in stale_class
             os.kill(device.pid, signal.SIGKILL)
             device.wait(10)
             killed_at = time.monotonic()
