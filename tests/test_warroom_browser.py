@@ -255,4 +255,13 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "warroom.png"))
         assert not errors, errors
+
+        # without a token, or with a wrong one, the page says what to do and shows no van
+        for url in (demo.base_url + "/", demo.base_url + "/?token=flt_wrong"):
+            other = browser.new_page()
+            other.goto(url)
+            other.wait_for_selector("#auth-error", state="visible", timeout=10_000)
+            assert "fleet demo" in other.inner_text("#auth-error")
+            assert other.evaluate("fleetState.markers().length") == 0
+            other.close()
         browser.close()
