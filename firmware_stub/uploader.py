@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 BATCH_OVERHEAD: Final = len(b'{"fixes":[]}')
 LOOP_TICK_S: Final = 0.05
+STATUS_LOG_EVERY_S: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,23 +159,22 @@ class Uploader(threading.Thread):
     # -- thread body -----------------------------------------------------------------
 
     def run(self) -> None:
-        try:
-            while not self._stop_requested.is_set():
-                try:
-                    self._session()
-                except QueueError as exc:  # e.g. a full disk: retry, the GPS side reports it
-                    self._fail(str(exc))
-                if self._stop_requested.is_set():
-                    break
-                delay = self._backoff.next_delay()
-                log.info(
-                    "reconnecting after backoff",
-                    extra={"delay_s": round(delay, 2), "attempt": self._backoff.failures},
-                )
-                self._stop_requested.wait(delay)
-        except Exception:
-            log.exception("uplink thread crashed")
-            raise
+        while not self._stop_requested.is_set():
+            try:
+                self._session()
+            except QueueError as exc:  # e.g. a full disk: retry, the GPS side reports it
+                self._fail(str(exc))
+            except Exception:  # a bug must not end uploads for good: log it, back off, retry
+                log.exception("uplink session failed")
+                self._fail("uplink session failed")
+            if self._stop_requested.is_set():
+                break
+            delay = self._backoff.next_delay()
+            log.info(
+                "reconnecting after backoff",
+                extra={"delay_s": round(delay, 2), "attempt": self._backoff.failures},
+            )
+            self._stop_requested.wait(delay)
 
     def _new_client(self) -> mqtt.Client:
         cfg = self.config
@@ -213,7 +213,7 @@ class Uploader(threading.Thread):
                 self._fail(f"no CONNACK from {cfg.host}:{cfg.port} in {cfg.connect_timeout_s} s")
                 break
         if self._session_state != "connected":
-            if self._session_state == "connecting":
+            if self._session_state == "connecting" and not self._stop_requested.is_set():
                 self._fail("connection closed before CONNACK")
             client.disconnect()
             return
@@ -233,11 +233,23 @@ class Uploader(threading.Thread):
         client.subscribe(cmd_topic(vid), qos=1)
         self.connected.set()
         log.info("connected", extra={"broker": f"{self.config.host}:{self.config.port}"})
+        next_report = self._monotonic() + STATUS_LOG_EVERY_S
         while self._session_state == "connected":
             if self._stop_requested.is_set():
                 self._goodbye(client)
                 return
             self._fill_window(client)
+            if self._monotonic() >= next_report:
+                next_report += STATUS_LOG_EVERY_S
+                log.info(
+                    "uplink status",
+                    extra={
+                        "queued": self._queue.depth(),
+                        "fixes_acked": self.stats.fixes_acked,
+                        "batches_sent": self.stats.batches_sent,
+                        "connects": self.stats.connects,
+                    },
+                )
             if client.loop(LOOP_TICK_S) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
         if self._session_state == "connected":  # loop() failed without on_disconnect

@@ -139,6 +139,7 @@ class Subscriber:
         self.fixes: list[Fix] = []
         self.messages = 0
         self.batches: list[tuple[int, int]] = []  # (payload bytes, fixes) per message
+        self.arrivals: list[float] = []  # time.monotonic() per message
         self.statuses: list[tuple[str, bool]] = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
@@ -173,6 +174,7 @@ class Subscriber:
         with self.lock:
             self.messages += 1
             self.batches.append((len(msg.payload), len(res.fixes)))
+            self.arrivals.append(time.monotonic())
             self.fixes.extend(res.fixes)
 
     def count(self) -> int:

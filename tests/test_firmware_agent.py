@@ -199,3 +199,22 @@ def test_a_command_sent_while_the_device_is_offline_waits_for_it(
         wait_for(lambda: again.agent.sampler.interval_s == 7.0, 10, "the queued command")
     finally:
         again.finish()
+
+
+def test_upload_limit_paces_a_backlog(
+    broker: MosquittoBroker, device: tuple[str, str], sub: Subscriber, tmp_path: Path
+) -> None:
+    vid, password = device
+    rate = 15_000  # payload bytes per second
+    harness = AgentHarness(
+        broker.port, vid, password, tmp_path / "q.sqlite3",
+        upload_limit_bps=rate, batch_max_fixes=40,
+    )  # fmt: skip
+    harness.feed(drive_lines(now_ms() - 600_000, 300))
+    harness.finish()
+    wait_for(lambda: sub.count() >= 300, 10, "every fix")
+    sizes = [size for size, _ in sub.batches]
+    elapsed = sub.arrivals[-1] - sub.arrivals[0]
+    # The first batch goes at once; the rest wait for the budget the earlier ones used.
+    assert elapsed >= 0.9 * sum(sizes[:-1]) / rate
+    assert sum(sizes) / elapsed < rate * 1.5
