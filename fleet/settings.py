@@ -68,6 +68,11 @@ class IngestSettings(CommonSettings):
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     metrics_bind: str = "127.0.0.1"
     db_retry_max_s: float = Field(default=5.0, gt=0)
+    analytics: bool = Field(
+        default=True,
+        description="Run the analytics loop (passages, congestion, alerts) in this process; "
+        "with several workers one cycle at a time runs (advisory lock).",
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)

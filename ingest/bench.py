@@ -214,6 +214,7 @@ def run_ingest_bench(opts: BenchOptions, say: Callable[[str], None]) -> dict[str
                 "FLEET_BATCH_MAX_FIXES": str(opts.batch_max_fixes),
                 "FLEET_BATCH_MAX_MS": str(opts.batch_max_ms),
                 "FLEET_LOG_LEVEL": "WARNING",
+                "FLEET_ANALYTICS": "false",  # measured on its own: fleet bench analytics
             }
             worker = IngestChild(env, workdir / "ingest.log")
             worker.start()

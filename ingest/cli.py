@@ -6,6 +6,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -14,6 +15,20 @@ from fleet.settings import IngestSettings, load
 from fleet.storage.connect import resolve_dsn
 from fleet.storage.migrate import migrate
 
+if TYPE_CHECKING:
+    from ingest.analytics.loop import AnalyticsLoop
+
+
+def _analytics_loop(dsn: str) -> AnalyticsLoop:
+    """The passages/congestion/alerts loop (issue 5), sharing this process."""
+    from fleet.routes import load_routes  # noqa: PLC0415
+    from ingest.analytics.loop import AnalyticsLoop  # noqa: PLC0415
+    from ingest.analytics.settings import AnalyticsSettings  # noqa: PLC0415
+
+    a = load(AnalyticsSettings)
+    routes = load_routes(a.routes_path, checkpoint_spacing_m=a.checkpoint_spacing_m)
+    return AnalyticsLoop(dsn, routes, a)
+
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("ingest")
@@ -21,6 +36,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         dsn: str = typer.Option(None, help="PostgreSQL DSN (default FLEET_DSN or embedded)."),
         data_dir: Path = typer.Option(None, help="State directory (default FLEET_DATA_DIR)."),
         migrate_first: bool = typer.Option(True, "--migrate/--no-migrate"),
+        analytics: bool = typer.Option(
+            None,
+            "--analytics/--no-analytics",
+            help="Run the analytics loop in this process (default FLEET_ANALYTICS, on).",
+        ),
     ) -> None:
         """Consume telemetry from the broker and store it (ack after commit)."""
         from ingest.metrics import HealthServer, IngestMetrics  # noqa: PLC0415
@@ -33,7 +53,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             migrate(target)
         worker = IngestWorker(s, target, IngestMetrics())
         health = HealthServer(s.metrics_bind, s.metrics_port, worker.health)
+        loop = (
+            _analytics_loop(target) if (s.analytics if analytics is None else analytics) else None
+        )
         health.start()
+        if loop is not None:
+            loop.start()
         stop = threading.Event()
 
         def _stop(signum: int, frame: FrameType | None) -> None:
@@ -44,6 +69,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         try:
             worker.run(stop)
         finally:
+            if loop is not None:
+                loop.stop()
             health.stop()
 
     @groups["bench"].command("ingest")
