@@ -109,10 +109,6 @@ class DeviceAgent:
         """Wait, but return at once on :meth:`stop` (the replay pacer sleeps with this)."""
         self._stop.wait(seconds)
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def queue_depth(self) -> int:
         return self._queue.depth()
 

@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -95,7 +95,7 @@ class UplinkStats:
     commands: int = 0
     bad_commands: int = 0
     last_error: str = ""
-    since_connected: float | None = field(default=None)
+    since_connected: float | None = None  # monotonic time of the current connection
 
 
 @dataclass(frozen=True, slots=True)
