@@ -99,6 +99,8 @@ def _outage(
     wait_for(lambda: sub.count() == 10, 10, "the first fixes")
     wait_for(lambda: harness.agent.queue_depth() == 0, 5, "the queue to empty")
 
+    # The broker goes down while nothing is in flight: a batch on the wire at that very
+    # moment could be delivered without its PUBACK and legitimately sent twice (QoS 1).
     broker.stop()
     wait_for(lambda: not harness.agent.uploader.connected.is_set(), 10, "the agent to notice")
     # Fixes keep coming, one GPS epoch every 0.5 s of wall time, for the whole outage.
