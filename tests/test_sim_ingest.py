@@ -93,9 +93,9 @@ def test_300_vans_stored_on_every_route_with_visible_bunching(
         assert sim.wait(150) == 0, sim.log()
     finally:
         sim.stop()
-    m = re.search(r"sim done: vehicles=300 .* acked=(\d+)", sim.log())
+    m = re.search(r"sim done: vehicles=300 .* fixes=(\d+) acked=(\d+)", sim.log())
     assert m, sim.log()
-    acked = int(m.group(1))
+    published, acked = int(m.group(1)), int(m.group(2))
     assert acked > 300 * 600 // 5 * 0.9
 
     def stored() -> int:
@@ -104,7 +104,9 @@ def test_300_vans_stored_on_every_route_with_visible_bunching(
 
     wait_for(lambda: stored() >= acked, 60, f"{acked} positions stored")
     with psycopg.connect(db_dsn) as conn:
-        assert stored() == acked  # every acknowledged fix stored once
+        # every acknowledged fix is stored, once (a van switched off with a fix in flight
+        # may have it stored without seeing the PUBACK)
+        assert acked <= stored() <= published
         per_route = dict(
             conn.execute(
                 "SELECT route, count(DISTINCT vehicle_id) FROM positions GROUP BY route"

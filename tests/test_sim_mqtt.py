@@ -123,10 +123,13 @@ def test_device_mode_switch_off_backlog_and_come_back(
     )
     stats = run_simulation(opts, threading.Event())
     assert stats.status_changes >= 6
-    assert stats.fixes == stats.fixes_acked > 1000
-    # every fix published arrives (QoS 1 may repeat one; (vehicle, ts) identifies it)
-    wait_for(lambda: recorder.unique_fixes() >= stats.fixes, 20, "all fixes at the subscriber")
-    assert recorder.unique_fixes() == stats.fixes
+    # a van switched off with a fix in flight never sees its PUBACK (the fix may still
+    # have reached the broker); everything else is acknowledged
+    assert stats.fixes_acked > 1000
+    assert stats.fixes - stats.status_changes <= stats.fixes_acked <= stats.fixes
+    # every acknowledged fix arrives (QoS 1 may repeat one; (vehicle, ts) identifies it)
+    wait_for(lambda: recorder.unique_fixes() >= stats.fixes_acked, 20, "fixes at the subscriber")
+    assert stats.fixes_acked <= recorder.unique_fixes() <= stats.fixes
     assert sum(recorder.batches.values()) >= 3  # backlogs uploaded as {"fixes": [...]}
     switched = [v for v in ids if [s for s, _ in recorder.status[v]].count("offline") >= 2]
     assert switched, dict(recorder.status)  # a will while driving, and the final goodbye
