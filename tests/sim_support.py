@@ -27,6 +27,7 @@ class Recorder:
         self.batches: dict[str, int] = defaultdict(int)
         self.rejected: list[str] = []
         self.status: dict[str, list[tuple[str, bool]]] = defaultdict(list)
+        self.lag_ms: list[int] = []  # receive time - fix ts, single fixes only
         self.ready = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -58,6 +59,8 @@ class Recorder:
             self.fixes[vid].extend(res.fixes)
             if msg.payload.startswith(b'{"fixes"'):
                 self.batches[vid] += 1
+            else:
+                self.lag_ms.extend(now - f.ts for f in res.fixes)
 
     def vehicles_with_fixes(self) -> set[str]:
         with self.lock:

@@ -162,6 +162,31 @@ def test_gateway_mode_publishes_for_all_vans(broker: MosquittoBroker, recorder: 
     assert all(recorder.status[v][0][0] == "online" for v in recorder.vehicles_with_fixes())
 
 
+def test_real_time_fixes_are_fresh_and_never_from_the_future(
+    broker: MosquittoBroker, recorder: Recorder
+) -> None:
+    opts = SimOptions(
+        host="127.0.0.1",
+        port=broker.port,
+        mode="gateway",
+        vehicles_per_route=dict.fromkeys(ROUTES, 5),
+        start_ms=int(time.time() * 1000),
+        speedup=1.0,
+        duration_s=6,
+        report_interval_s=1.0,
+        dropout=False,
+        gateway=Credentials("svc-gateway", broker.creds["svc-gateway"]),
+    )
+    t0 = time.monotonic()
+    stats = run_simulation(opts, threading.Event())
+    assert 5.5 < time.monotonic() - t0 < 10  # paced by the wall clock
+    wait_for(lambda: recorder.unique_fixes() >= stats.fixes_acked, 10, "fixes")
+    lag = sorted(recorder.lag_ms)
+    assert len(lag) >= 40 * 5
+    assert lag[0] >= -5  # never stamped ahead of the clock (5 ms for clock reading order)
+    assert lag[len(lag) * 95 // 100] < 600  # published within a quarter second or so
+
+
 def _sim_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fleet.cli", "sim", *args],

@@ -238,7 +238,7 @@ class LinkPool:
         try:
             link.client.reconnect()
         except OSError as exc:
-            log.warning("reconnect of %s failed: %s", link.client_id, exc)
+            log.debug("reconnect of %s failed: %s", link.client_id, exc)
             return
         self._register(link)
 

@@ -516,7 +516,7 @@ class FleetModel:
             starts = np.r_[True, g[1:] != g[:-1]]
             first = np.maximum.accumulate(np.where(starts, np.arange(srt.size), 0))
             rank = np.arange(srt.size) - first
-            big = 2.0 * self._stride
+            big = self._stride + srt.size * cfg.min_gap_m + 1.0  # > any y within a group
             y = p1[srt] + rank * cfg.min_gap_m - g * big
             y = np.minimum.accumulate(y)
             p1[srt] = np.maximum(y + g * big - rank * cfg.min_gap_m, p0[srt])

@@ -232,7 +232,8 @@ def run_simulation(
         model.drain_truth().write_csv(truth_out, header=True)  # the header, at once
         truth_out.flush()
     pub.start()
-    step_s = min(1.0, opts.report_interval_s)
+    # Near real time, short steps: a fix is published at most 0.25 s after its timestamp.
+    step_s = 1.0 if opts.speedup == 0 else min(1.0, max(0.25, 0.25 * opts.speedup))
     step_ms = round(step_s * 1000)
     wall0 = time.monotonic()
     sim0 = model.t_ms
