@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -19,14 +19,14 @@ router = APIRouter(tags=["gtfs"])
 
 PROTOBUF: Final = "application/x-protobuf"
 FREEFLOW_TTL_S: Final = 600.0
-_freeflow_cache: dict[str, Any] = {"at": 0.0, "value": {}}
+_freeflow_cache: dict[int, tuple[float, dict[tuple[str, int, int], float]]] = {}
 
 
 async def _freeflow(pool: Pool) -> dict[tuple[str, int, int], float]:
-    """Free-flow speeds per segment, recomputed at most every 10 minutes."""
-    if time.monotonic() - _freeflow_cache["at"] < FREEFLOW_TTL_S:
-        cached: dict[tuple[str, int, int], float] = _freeflow_cache["value"]
-        return cached
+    """Free-flow speeds per segment, recomputed at most every 10 minutes (per pool)."""
+    cached = _freeflow_cache.get(id(pool))
+    if cached is not None and time.monotonic() - cached[0] < FREEFLOW_TTL_S:
+        return cached[1]
     s = analytics_context().settings
     now = datetime.now(UTC)
     p = reports.ReportParams(start=now.replace(year=now.year - 1), end=now, timezone=s.timezone)
@@ -37,7 +37,7 @@ async def _freeflow(pool: Pool) -> dict[tuple[str, int, int], float]:
         )
         rows = await cur.fetchall()
     value = {(str(r), int(d), int(f)): float(v) for r, d, f, v in rows if v}
-    _freeflow_cache.update(at=time.monotonic(), value=value)
+    _freeflow_cache[id(pool)] = (time.monotonic(), value)
     return value
 
 

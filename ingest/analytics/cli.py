@@ -204,7 +204,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             )
         typer.echo(
             f"fixes={result.fixes} passages={result.passages} "
-            f"copy_s={result.copy_s:.1f} detect_s={result.detect_s:.2f} "
+            f"copy_s={result.copy_s:.1f} detect_cpu_s={result.detect_s:.2f} "
+            f"detect_wall_s={result.detect_wall_s:.2f} "
             f"end_to_end_fixes_per_s={result.end_to_end_fixes_per_s:.0f} "
             f"report_rows={result.report_rows}"
         )

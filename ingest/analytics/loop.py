@@ -5,7 +5,7 @@ Every ``interval_s`` one cycle, in one transaction:
 1. take the ``received_at`` watermark (table ``analytics_state``) and find the vans with
    rows that arrived since ``watermark − overlap_s`` (the overlap catches rows of
    ingest transactions that were still open at the previous cycle; reprocessing is
-   idempotent) — at most ``max_catch_up_s`` of arrival time per cycle;
+   idempotent);
 2. for each such van, recompute passages over [first new fix − max_gap_s, last new fix
    + max_gap_s] (:mod:`ingest.analytics.recompute`): late store-and-forward batches
    are picked up by arrival time, whatever their fix times;
@@ -153,7 +153,7 @@ class AnalyticsLoop:
                 since = now - timedelta(seconds=s.initial_lookback_s)
             else:
                 since = row[0] - timedelta(seconds=s.overlap_s)
-            upto = min(end, since + timedelta(seconds=s.max_catch_up_s + s.overlap_s))
+            upto = end
             vans, fixes, passages, buckets = self._recompute(conn, since, upto)
             if buckets:
                 refresh_area_speeds(conn, buckets, s.h3_resolution)

@@ -43,9 +43,6 @@ class AnalyticsSettings(BaseSettings):
         "transactions still open at the previous cycle).",
     )
     initial_lookback_s: float = Field(default=3600.0, ge=0)
-    max_catch_up_s: float = Field(
-        default=900.0, gt=0, description="Arrival-time span processed per cycle when behind."
-    )
     max_offset_m: float = Field(default=60.0, gt=0)
     hysteresis_m: float = Field(default=30.0, gt=0)
     max_gap_s: float = Field(default=300.0, gt=0)

@@ -1,0 +1,194 @@
+"""The analytics loop: idempotent recompute, late batches, rollups, alerts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+import pytest
+
+from fleet.contract import Fix
+from fleet.routes import load_routes
+from ingest.analytics.loop import AnalyticsLoop
+from ingest.analytics.settings import AnalyticsSettings
+from tests.analytics_support import insert_fixes, simulate
+
+ROUTES = load_routes()
+
+
+def _passages(conn: psycopg.Connection) -> list[tuple[object, ...]]:
+    return conn.execute(
+        "SELECT vehicle_id, route, direction, checkpoint_seq, ts FROM passages ORDER BY 1, 5, 4"
+    ).fetchall()
+
+
+@pytest.fixture(scope="module")
+def sim_run():  # type: ignore[no-untyped-def]
+    return simulate({c: ROUTES[c] for c in ("A", "C")}, vans=4, minutes=40, seed=11)
+
+
+def test_recompute_is_idempotent_and_late_batches_converge(db_dsn: str, sim_run) -> None:  # type: ignore[no-untyped-def]
+    routes = {c: ROUTES[c] for c in ("A", "C")}
+    fixes = [f for chunk in sim_run.chunks for f in chunk]
+    # Hold back 8 minutes of one van's fixes and deliver them at the very end.
+    van = fixes[0][0]
+    ts = sorted(f.ts for v, f in fixes if v == van)
+    lo, hi = ts[len(ts) // 3], ts[len(ts) // 3] + 8 * 60_000
+    held = [(v, f) for v, f in fixes if v == van and lo <= f.ts < hi]
+    first = [(v, f) for v, f in fixes if not (v == van and lo <= f.ts < hi)]
+    loop = AnalyticsLoop(db_dsn, routes, AnalyticsSettings(overlap_s=2))
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        insert_fixes(conn, first)
+        loop.run_once()
+        before = _passages(conn)
+        held_window = [
+            p for p in before if p[0] == van and lo / 1000 <= p[4].timestamp() < hi / 1000
+        ]
+        assert held_window == [], "a gap longer than max_gap_s yields no passage"
+        insert_fixes(conn, held)  # the late store-and-forward batch
+        loop.run_once()
+        after_late = _passages(conn)
+        # Recompute everything from scratch: same rows.
+        conn.execute("DELETE FROM analytics_state")
+        conn.execute("DELETE FROM passages")
+        conn.execute("DELETE FROM segment_traversals")
+        loop.settings = AnalyticsSettings(initial_lookback_s=24 * 3600)
+        loop.run_once()
+        fresh = _passages(conn)
+        assert len(after_late) > len(before)
+        assert after_late == fresh
+        # And again: a cycle over already-processed data changes nothing.
+        conn.execute("DELETE FROM analytics_state")
+        loop.run_once()
+        assert _passages(conn) == fresh
+        dup = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM segment_traversals GROUP BY vehicle_id, route,"
+            " direction, from_seq, ts HAVING count(*) > 1) d"
+        ).fetchone()
+        assert dup == (0,)
+
+
+def test_rollups_segment_and_area_speeds(db_dsn: str, sim_run) -> None:  # type: ignore[no-untyped-def]
+    routes = {c: ROUTES[c] for c in ("A", "C")}
+    loop = AnalyticsLoop(db_dsn, routes, AnalyticsSettings(overlap_s=2))
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        for chunk in sim_run.chunks:
+            insert_fixes(conn, chunk)
+            loop.run_once()
+        n_trav, med = conn.execute(
+            "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY speed_mps)"
+            " FROM segment_traversals"
+        ).fetchone()
+        assert n_trav > 50
+        assert 2.0 < med < 15.0  # the model drives 9 m/s at most off-peak, less with stops
+        # The rollup equals a recomputation from the traversals.
+        mismatch = conn.execute(
+            """
+            SELECT count(*) FROM segment_speeds s
+            JOIN LATERAL (
+                SELECT count(*) AS n FROM segment_traversals t
+                WHERE t.route = s.route AND t.direction = s.direction
+                  AND t.from_seq = s.from_seq AND t.ts >= s.bucket
+                  AND t.ts < s.bucket + interval '5 minutes') x ON true
+            WHERE x.n <> s.samples
+            """
+        ).fetchone()
+        assert mismatch == (0,)
+        total = conn.execute("SELECT sum(samples) FROM segment_speeds").fetchone()
+        assert total == (n_trav,)
+        cells, samples, top = conn.execute(
+            "SELECT count(DISTINCT cell), sum(samples), max(median_speed_mps) FROM area_speeds"
+        ).fetchone()
+        n_fixes = conn.execute("SELECT count(*) FROM positions").fetchone()[0]
+        assert cells > 20
+        assert samples >= 0.95 * n_fixes  # every fix with a speed lands in a cell
+        assert top < 20
+
+
+def _put_van(
+    conn: psycopg.Connection, vid: str, route: str, points: list[tuple[datetime, float, float]]
+) -> None:
+    fixes = [
+        (vid, Fix(ts=int(t.timestamp() * 1000), lat=la, lon=lo, speed=0.0, route=route))
+        for t, la, lo in points
+    ]
+    insert_fixes(conn, fixes)
+
+
+def test_alerts_open_and_resolve(db_dsn: str) -> None:
+    route = ROUTES["B"]
+    now = datetime.now(UTC)
+    loop = AnalyticsLoop(db_dsn, {"B": route}, AnalyticsSettings(stopped_minutes=3))
+    mid_lat, mid_lon = route.position_at(route.length_m / 2)
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("LISTEN fleet_alerts")
+        # Offline: last fix 20 minutes ago.
+        _put_van(conn, "pp-off", "B", [(now - timedelta(minutes=20), mid_lat, mid_lon)])
+        # Stopped mid-route for 4 minutes (fix every 10 s, a few metres of jitter).
+        rng = np.random.default_rng(3)
+        pts = [
+            (
+                now - timedelta(seconds=s),
+                mid_lat + rng.normal(0, 2e-5),
+                mid_lon + rng.normal(0, 2e-5),
+            )
+            for s in range(240, -1, -10)
+        ]
+        _put_van(conn, "pp-stop", "B", pts)
+        # Bunching: two vans driving direction 0 twenty seconds apart.
+        for vid, lag_s in (("pp-lead", 0), ("pp-follow", 20)):
+            t0 = now - timedelta(seconds=600)
+            pts = []
+            for k in range(0, 600, 5):
+                d = 100 + 8.0 * max(0, k - lag_s)
+                la, lo = route.position_at(d)
+                pts.append((t0 + timedelta(seconds=k), float(la), float(lo)))
+            _put_van(conn, vid, "B", pts)
+        loop.run_once()
+        open_alerts = {
+            (k, v, o)
+            for k, v, o in conn.execute(
+                "SELECT kind, vehicle_id, other_vehicle_id FROM alerts WHERE resolved_at IS NULL"
+            )
+        }
+        assert ("offline", "pp-off", None) in open_alerts
+        assert ("stopped", "pp-stop", None) in open_alerts
+        assert ("bunching", "pp-follow", "pp-lead") in open_alerts
+        assert not any(k == "stopped" and v in ("pp-lead", "pp-follow") for k, v, _ in open_alerts)
+        notes = [
+            json.loads(n.payload) for n in conn.notifies(timeout=1, stop_after=len(open_alerts))
+        ]
+        assert {n["kind"] for n in notes} >= {"offline", "stopped", "bunching"}
+        # A second cycle does not duplicate anything.
+        loop.run_once()
+        assert conn.execute("SELECT count(*) FROM alerts").fetchone() == (len(open_alerts),)
+        # The offline van reports again and the stopped van drives off: both resolve.
+        _put_van(conn, "pp-off", "B", [(datetime.now(UTC), mid_lat, mid_lon)])
+        far_lat, far_lon = route.position_at(route.length_m / 2 + 600)
+        _put_van(conn, "pp-stop", "B", [(datetime.now(UTC), float(far_lat), float(far_lon))])
+        loop.run_once()
+        resolved = {
+            (k, v)
+            for k, v in conn.execute(
+                "SELECT kind, vehicle_id FROM alerts WHERE resolved_at IS NOT NULL"
+            )
+        }
+        assert ("offline", "pp-off") in resolved
+        assert ("stopped", "pp-stop") in resolved
+
+
+def test_start_stop_runs_cycles_in_a_thread(db_dsn: str) -> None:
+    loop = AnalyticsLoop(db_dsn, {"B": ROUTES["B"]}, AnalyticsSettings(interval_s=0.05))
+    loop.start()
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        while loop.cycles < 3 and datetime.now(UTC) < deadline:
+            loop._stop.wait(0.02)
+        assert loop.cycles >= 3
+        assert loop.errors == 0
+    finally:
+        loop.stop()
+    with psycopg.connect(db_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM analytics_state").fetchone() == (1,)
