@@ -242,7 +242,8 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
         assert marker_class is not None and "van-offline" in marker_class
 
         # details of a van: a click shows them and its recent track
-        page.click(f".leaflet-marker-icon[title='{TEST_VAN}']", force=True)
+        # (a DOM click on the marker itself: other vans may overlap it at the terminal)
+        page.dispatch_event(f".leaflet-marker-icon[title='{TEST_VAN}']", "click")
         page.wait_for_function(
             "document.getElementById('details-track').textContent.includes(' in the last 30 min')",
             timeout=10_000,
