@@ -123,6 +123,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         dsn: str = typer.Option(None, help="Use this database instead of an embedded one."),
         mqtt_port: int = typer.Option(None, help="Use a running broker on 127.0.0.1:PORT."),
         data_dir: Path = typer.Option(None, help="Where the bench's broker/DB keep state."),
+        measure_every: int = typer.Option(
+            10, min=1, help="Every Nth client decodes and times every van (1 = all)."
+        ),
     ) -> None:
         """Live push under load: N websocket clients while fixes flow at RATE/s."""
         from api.bench_live import BenchOptions, run_bench  # noqa: PLC0415
@@ -138,6 +141,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             dsn=dsn,
             mqtt_port=mqtt_port,
             data_dir=data_dir,
+            measure_every=measure_every,
         )
         for line in run_bench(opts):
             typer.echo(line)

@@ -12,10 +12,12 @@ __all__ = [
     "STATUS_STALE",
     "AlertFrame",
     "DeltaFrame",
+    "OutFrame",
     "SnapshotFrame",
     "StatusFrame",
     "Vehicle",
     "encode_frame",
+    "websocket_text_frame",
 ]
 
 STATUS_ONLINE: Final = "online"
@@ -60,6 +62,46 @@ class AlertFrame(msgspec.Struct, tag_field="type", tag="alert"):
 _encoder = msgspec.json.Encoder()
 
 
-def encode_frame(frame: SnapshotFrame | DeltaFrame | StatusFrame | AlertFrame) -> str:
-    """JSON text of a frame; encoded once and shared by every client that gets it."""
-    return _encoder.encode(frame).decode()
+class OutFrame:
+    """One encoded frame, shared by every client that gets it.
+
+    ``wire`` is the complete websocket text frame (header + JSON): a server's frames are
+    not masked, so the very same bytes go to every client; ``text`` is the JSON as str
+    for servers whose transport is not reachable.  Both are built at most once.
+    """
+
+    __slots__ = ("_text", "_wire", "payload")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self._wire: bytes | None = None
+        self._text: str | None = None
+
+    @property
+    def wire(self) -> bytes:
+        if self._wire is None:
+            self._wire = websocket_text_frame(self.payload)
+        return self._wire
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.payload.decode()
+        return self._text
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """RFC 6455 frame: FIN + text opcode, unmasked (server to client), then the payload."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 1 << 16:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
+def encode_frame(frame: msgspec.Struct) -> OutFrame:
+    """Encode a frame once; every client that gets it shares the result."""
+    return OutFrame(_encoder.encode(frame))

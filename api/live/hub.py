@@ -1,7 +1,7 @@
 """The live hub: applies feed batches, ticks every interval, fans frames out to clients.
 
 Each tick takes the state's changes once, groups clients by filter, encodes one delta
-frame per distinct filter (not per client) and offers it to each member's queue.  The
+frame per distinct filter (not per client) and offers it to each member.  The
 hub never awaits a client: slow ones are cut off by their own :class:`LiveClient`.
 """
 
@@ -19,6 +19,7 @@ from api.live.filters import LiveFilter
 from api.live.frames import (
     AlertFrame,
     DeltaFrame,
+    OutFrame,
     SnapshotFrame,
     StatusFrame,
     Vehicle,
@@ -45,7 +46,7 @@ class LiveHub:
         self.interval_s = interval_s
         self.metrics = metrics
         self.clients: set[LiveClient] = set()
-        self._snapshot_cache: dict[LiveFilter, tuple[int, str]] = {}
+        self._snapshot_cache: dict[LiveFilter, tuple[int, OutFrame]] = {}
         self._last_stale_check = 0.0
 
     # -- feed (event loop) --------------------------------------------------------------
@@ -88,7 +89,7 @@ class LiveHub:
         else:
             client.offer(frame)
 
-    def _snapshot_frame(self, live_filter: LiveFilter) -> str:
+    def _snapshot_frame(self, live_filter: LiveFilter) -> OutFrame:
         version = self.state.version
         cached = self._snapshot_cache.get(live_filter)
         if cached is not None and cached[0] == version:
@@ -107,8 +108,8 @@ class LiveHub:
         self.metrics.dropped_clients.inc()
         log.warning("live client cut off (1013)", extra={"reason": reason})
 
-    def frame_sent(self) -> None:
-        self.metrics.frames_sent.inc()
+    def frames_sent(self, n: int) -> None:
+        self.metrics.frames_sent.inc(n)
 
     # -- alerts -------------------------------------------------------------------------
 
@@ -147,6 +148,9 @@ class LiveHub:
         if now - self._last_stale_check >= STALE_CHECK_EVERY_S:
             self._last_stale_check = now
             self.state.check_stale(now)
+        for client in self.clients:
+            if client.pending:
+                client.pump(now)  # queued frames first, so order is kept
         changes = self.state.take_changes()
         if not changes or not self.clients:
             return
@@ -166,7 +170,7 @@ class LiveHub:
         ]
         for live_filter, members in groups.items():
             vans = _vans_for(live_filter, changes)
-            shared: str | None = None
+            shared: OutFrame | None = None
             for client in members:
                 since, client.snapshot_version = client.snapshot_version, None
                 if since is not None and any(changes.versions[v.id] <= since for v in vans):
@@ -190,8 +194,7 @@ class LiveHub:
 
     async def close_all(self) -> None:
         for client in list(self.clients):
-            if client.sender is not None:
-                client.sender.cancel()
+            client.stop()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
                     await client.websocket.close(1001, "server shutting down")

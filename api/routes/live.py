@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import msgspec
@@ -13,6 +12,7 @@ from psycopg_pool import PoolTimeout
 from api.deps import bearer_token
 from api.live.client import CLOSE_TRY_AGAIN_LATER, LiveClient
 from api.live.filters import FilterError, LiveFilter, parse_filter_message
+from api.live.frames import encode_frame
 from api.live.hub import LiveHub, now_ms
 from api.settings import ApiSettings
 from api.tokens import verify
@@ -63,9 +63,9 @@ async def live(websocket: WebSocket) -> None:
         queue_max=settings.ws_queue_max,
         slow_after_s=settings.ws_slow_client_s,
         on_cut_off=hub.client_cut_off,
-        on_sent=hub.frame_sent,
+        on_sent=hub.frames_sent,
     )
-    client.sender = asyncio.create_task(client.run_sender(), name="ws-sender")
+    client.start()
     hub.add(client)
     try:
         while True:
@@ -77,12 +77,10 @@ async def live(websocket: WebSocket) -> None:
                 hub.set_filter(client, parse_filter_message(raw))
             except FilterError as exc:
                 client.offer(
-                    msgspec.json.encode(
-                        _ErrorFrame(ts=now_ms(), error="bad filter", detail=str(exc))
-                    ).decode()
+                    encode_frame(_ErrorFrame(ts=now_ms(), error="bad filter", detail=str(exc)))
                 )
     except (RuntimeError, OSError):
         pass  # closed underneath us (e.g. cut off as a slow client)
     finally:
         hub.remove(client)
-        client.sender.cancel()
+        client.stop()
