@@ -181,18 +181,30 @@ def route_cv(
     return out
 
 
-def observable(run: SimRun) -> TruthTable:
-    """Truth passages between each van's first and last delivered fix."""
+def observable_windows(run: SimRun, settle_s: float = 120.0) -> dict[str, tuple[float, float]]:
+    """Per van: [first delivered fix, last delivered fix − settle_s] in epoch seconds."""
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     for chunk in run.chunks:
         for vid, f in chunk:
             first[vid] = min(first.get(vid, f.ts), f.ts)
             last[vid] = max(last.get(vid, f.ts), f.ts)
+    return {v: (first[v] / 1000, last[v] / 1000 - settle_s) for v in first}
+
+
+def observable(run: SimRun, settle_s: float = 120.0) -> TruthTable:
+    """Truth passages a detector can know of by the end of the run.
+
+    A passage is confirmed once the van is a hysteresis band (30 m) past the checkpoint,
+    so passages less than ``settle_s`` before a van's last delivered fix (a van dwelling
+    at a checkpoint when the run ends, or still out of coverage with its backlog
+    unsent) and passages before its first fix are left out.
+    """
+    win = observable_windows(run, settle_s)
     t = run.truth
     keep = np.array(
         [
-            first.get(v, 1 << 62) <= ms <= last.get(v, -1)
+            win.get(v, (1.0, 0.0))[0] <= ms / 1000 <= win.get(v, (1.0, 0.0))[1]
             for v, ms in zip(t.vehicle_id.tolist(), t.ts_ms.tolist(), strict=True)
         ],
         dtype=bool,

@@ -11,6 +11,7 @@ import pytest
 
 from fleet.contract import Fix
 from fleet.routes import load_routes
+from fleet.settings import SettingsError
 from ingest.analytics.loop import AnalyticsLoop
 from ingest.analytics.settings import AnalyticsSettings
 from tests.analytics_support import insert_fixes, simulate
@@ -192,3 +193,13 @@ def test_start_stop_runs_cycles_in_a_thread(db_dsn: str) -> None:
         loop.stop()
     with psycopg.connect(db_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM analytics_state").fetchone() == (1,)
+
+
+def test_from_env_reads_settings_and_routes(db_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEET_ANALYTICS_INTERVAL_S", "2.5")
+    loop = AnalyticsLoop.from_env(db_dsn)
+    assert loop.settings.interval_s == 2.5
+    assert set(loop.lines) == set(ROUTES)
+    monkeypatch.setenv("FLEET_ANALYTICS_OFFPEAK_HOURS", "25")
+    with pytest.raises(SettingsError, match="FLEET_ANALYTICS_OFFPEAK_HOURS"):
+        AnalyticsLoop.from_env(db_dsn)

@@ -36,7 +36,7 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-#: TCQSM 3rd ed. (Exhibit 5-24) upper bounds of Cv_h for LOS A..E; above E is F.
+#: TCQSM 3rd ed. (ch. 5, headway adherence) upper bounds of Cv_h for LOS A..E; F above.
 LOS_BANDS: Final = (("A", 0.21), ("B", 0.30), ("C", 0.39), ("D", 0.52), ("E", 0.74))
 BUNCHED_FACTOR: Final = 0.5
 GAPPED_FACTOR: Final = 1.5

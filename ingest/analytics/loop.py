@@ -30,6 +30,8 @@ from typing import Final
 
 import psycopg
 
+from fleet.routes import load_routes
+from fleet.settings import load
 from ingest.analytics.alerts import evaluate_alerts, reconcile_alerts
 from ingest.analytics.congestion import refresh_area_speeds, refresh_segment_speeds
 from ingest.analytics.fix_arrays import Window
@@ -84,6 +86,13 @@ class AnalyticsLoop:
         self.last: CycleStats | None = None
         self.cycles = 0
         self.errors = 0
+
+    @classmethod
+    def from_env(cls, dsn: str) -> AnalyticsLoop:
+        """Settings from ``FLEET_ANALYTICS_*`` (SettingsError if invalid) and their routes."""
+        settings = load(AnalyticsSettings)
+        routes = load_routes(settings.routes_path, settings.checkpoint_spacing_m)
+        return cls(dsn, routes, settings)
 
     # -- lifecycle ----------------------------------------------------------------------
 
