@@ -75,9 +75,9 @@ def test_300_vans_stored_on_every_route_with_visible_bunching(
             "--vehicles",
             "300",
             "--speedup",
-            "20",
+            "10",
             "--duration",
-            "10m",
+            "8m",
             "--start",
             start.isoformat(),
             "--seed",
@@ -96,7 +96,7 @@ def test_300_vans_stored_on_every_route_with_visible_bunching(
     m = re.search(r"sim done: vehicles=300 .* fixes=(\d+) acked=(\d+)", sim.log())
     assert m, sim.log()
     published, acked = int(m.group(1)), int(m.group(2))
-    assert acked > 300 * 600 // 5 * 0.9
+    assert acked > 300 * 480 // 5 * 0.9
 
     def stored() -> int:
         with psycopg.connect(db_dsn) as conn:
