@@ -179,6 +179,17 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
         assert all(m["route"] == chosen for m in _markers(page))  # deltas stay filtered
         assert int(page.inner_text(f"[data-count='{chosen}']")) > 0
 
+        # "only vans in the visible area": a view over the sea west of the city → none
+        page.evaluate("fleetState.map.setView([-5.14, 119.30], 16, {animate: false})")
+        page.check("#bbox-toggle")
+        page.wait_for_function(
+            "fleetState.state.lastSnapshotSize === 0 && fleetState.markers().length === 0",
+            timeout=10_000,
+        )
+        page.uncheck("#bbox-toggle")
+        page.wait_for_function("fleetState.markers().length > 0", timeout=10_000)
+        page.evaluate("fleetState.map.setView([-5.14, 119.43], 13, {animate: false})")
+
         # alerts from the analytics (the `alerts` table) reach the alert panel as frames
         pair = sorted(str(m["id"]) for m in _markers(page))[:2]
         _insert_alert(demo.dsn, chosen, pair)

@@ -31,6 +31,7 @@
     lastFrameTs: null,
     routes: [],
     selectedRoutes: null, // null = all
+    bbox: null,           // [minLon, minLat, maxLon, maxLat] while "visible area only" is on
     selectedVan: null,
     alerts: [],
     congestionAvailable: false,
@@ -190,9 +191,27 @@
 
   function sendFilter() {
     if (socket && socket.readyState === WebSocket.OPEN) {
-      socket.send(JSON.stringify({ type: "filter", routes: state.selectedRoutes, bbox: null }));
+      socket.send(JSON.stringify({ type: "filter", routes: state.selectedRoutes, bbox: state.bbox }));
     }
   }
+
+  // "only vans in the visible area": the server filters by the map's bounds (bbox)
+  var bboxTimer = null;
+  function viewBbox() {
+    var b = map.getBounds();
+    return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map(function (x) { return +x.toFixed(6); });
+  }
+
+  function onBboxToggle(ev) {
+    state.bbox = ev.target.checked ? viewBbox() : null;
+    sendFilter();
+  }
+
+  map.on("moveend", function () {
+    if (state.bbox === null) { return; }
+    clearTimeout(bboxTimer);
+    bboxTimer = setTimeout(function () { state.bbox = viewBbox(); sendFilter(); }, 300);
+  });
 
   // ---- vans
   function vanIcon(v) {
@@ -486,7 +505,7 @@
       state.connected = true;
       reconnectDelay = 500;
       setConnection("live", "conn-live");
-      if (state.selectedRoutes !== null) { sendFilter(); }
+      if (state.selectedRoutes !== null || state.bbox !== null) { sendFilter(); }
     };
     socket.onmessage = function (ev) {
       var msg;
@@ -540,12 +559,14 @@
     },
     routes: function () { return knownRoutes(); },
     routeColors: function () { return Object.assign({}, routeColors); },
-    select: selectVan
+    select: selectVan,
+    map: map
   };
 
   // ---- start
   $("routes-all").addEventListener("click", function () { setAllRoutes(true); });
   $("routes-none").addEventListener("click", function () { setAllRoutes(false); });
+  $("bbox-toggle").addEventListener("change", onBboxToggle);
   $("details-close").addEventListener("click", closeDetails);
   if (!token) { showAuthError(); return; }
 
