@@ -321,8 +321,11 @@ def run_bench(opts: BenchOptions) -> Iterator[str]:
             time.sleep(0.2)
         yield f"api {base} (pid {api.pid}); connecting {opts.clients} websocket clients"
 
+        pids = {"API": api.pid}
+        if broker is not None and broker.proc is not None:
+            pids["Mosquitto"] = broker.proc.pid
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            state, result = runner.run(_measure(opts, port, token, mqtt_port, creds, api.pid))
+            state, result = runner.run(_measure(opts, port, token, mqtt_port, creds, pids))
         yield from result
         metrics = httpx.get(f"{base}/metrics").text
         server_dropped = int(_metric(metrics, "fleet_api_ws_dropped_clients"))
@@ -358,7 +361,12 @@ class _Result(list[str]):
 
 
 async def _measure(
-    opts: BenchOptions, port: int, token: str, mqtt_port: int, creds: dict[str, str], api_pid: int
+    opts: BenchOptions,
+    port: int,
+    token: str,
+    mqtt_port: int,
+    creds: dict[str, str],
+    pids: dict[str, int],
 ) -> tuple[_Clients, _Result]:
     result = _Result()
     state = _Clients()
@@ -379,11 +387,15 @@ async def _measure(
     )
     pub.start()
     await asyncio.sleep(opts.warmup_s)
-    cpu0, own0, t0 = _cpu_seconds(api_pid), time.process_time(), time.monotonic()
+    pids = {**pids, "publisher": pub.pid or 0}
+    cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    own0, t0 = time.process_time(), time.monotonic()
     state.measuring = True
     await asyncio.sleep(opts.duration_s)
     state.measuring = False
-    cpu1, own1, t1 = _cpu_seconds(api_pid), time.process_time(), time.monotonic()
+    cpu1 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    own1, t1 = time.process_time(), time.monotonic()
+    load = os.getloadavg()[0]
     published, elapsed, acked = await asyncio.to_thread(out.get, True, 60)
     if acked < published:
         result.append(f"warning: the broker acknowledged only {acked} of {published} fixes")
@@ -395,7 +407,8 @@ async def _measure(
             await clients
     result.append(
         f"measured {opts.duration_s:.0f} s: {state.frames} delta frames received, "
-        f"CPU (% of one core): API {100 * (cpu1 - cpu0) / (t1 - t0):.0f}%, "
-        f"websocket clients {100 * (own1 - own0) / (t1 - t0):.0f}%"
+        "CPU (% of one core): "
+        + ", ".join(f"{n} {100 * (cpu1[n] - cpu0[n]) / (t1 - t0):.0f}%" for n in pids)
+        + f", websocket clients {100 * (own1 - own0) / (t1 - t0):.0f}%; load average {load:.1f}"
     )
     return state, result
