@@ -241,3 +241,16 @@ def test_bad_routes_file_and_options_are_clear(tmp_path: Path) -> None:
     assert r.returncode == 2 and "unknown route code(s) ZZ" in r.stderr
     r = _sim_cli("--start", "2999-01-01T00:00:00", "--mode", "gateway", "--password", "x")
     assert r.returncode == 2 and "in the future" in r.stderr
+
+
+def test_device_mode_credentials_problems_are_clear(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    creds = tmp_path / "creds.csv"
+    creds.write_text("vehicle_id,password\n" + "".join(f"pp-{c}-001,wrong\n" for c in ROUTES))
+    common = ["--per-route", "1", "--port", str(broker.port), "--duration", "1m", "--warmup", "0"]
+    r = _sim_cli(*common, "--credentials", str(creds), "--data-dir", str(tmp_path / "none"))
+    assert r.returncode == 2
+    assert "the broker refused 8 connection(s)" in r.stderr and "Traceback" not in r.stderr
+    r = _sim_cli(*common, "--data-dir", str(tmp_path / "none"))
+    assert r.returncode == 2 and "device mode needs credentials" in r.stderr

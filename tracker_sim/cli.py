@@ -181,8 +181,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         try:
             if mode == "device":
                 creds_file = credentials or (data / "sim" / "device-credentials.csv")
-                if data_dir is not None or BrokerLayout(data).passwd.exists():
+                broker_passwd = BrokerLayout(data).passwd
+                if broker_passwd.exists():  # a local broker: create what is missing
                     device_passwords = provision_devices(data, ids, creds_file)
+                elif credentials is None:
+                    _fail(
+                        f"device mode needs credentials: no local broker password file at "
+                        f"{broker_passwd} (give the --data-dir of `fleet broker`) and no "
+                        "--credentials file"
+                    )
                 else:
                     known = read_credentials(creds_file)
                     missing = [v for v in ids if v not in known]
