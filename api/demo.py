@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -175,6 +176,12 @@ def _stop_postgres(pg: EmbeddedPostgres, timeout: float = STOP_TIMEOUT_S) -> Non
             return
         time.sleep(0.05)
     raise DemoError(f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f} s")
+
+
+def masked_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ``***`` (URL or key=value form)."""
+    dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
 
 
 def pid_alive(pid: int) -> bool:
@@ -436,7 +443,7 @@ class DemoStack:
             f"  api    {self.local_base_url}/docs  (OpenAPI)",
             f"  mqtt   mqtt://{self.local_base_url.split('//')[1].split(':')[0]}:{o.mqtt_port}"
             f"   (devices: fleet device add <van-id> --data-dir {self.data_dir})",
-            f"  dsn    {self.dsn}",
+            f"  dsn    {masked_dsn(self.dsn)}",
             f"  logs   {self.logs_dir}/",
         ]
         if o.sim:

@@ -97,8 +97,10 @@ class DemoProcess:
         for line in self.proc.stdout:
             self.stdout_lines.append(line.rstrip("\n"))
             words = line.split()
-            if len(words) >= 2 and words[0] in ("map", "token", "dsn"):
+            if len(words) >= 2 and words[0] in ("map", "token"):
                 setattr(self, "map_url" if words[0] == "map" else words[0], words[1])
+            if words[:1] == ["dsn"]:  # a key=value DSN has spaces: the rest of the line
+                self.dsn = line.strip()[len("dsn") :].strip()
             if words[:1] == ["logs"]:  # last line of the banner
                 self._banner.set()
 

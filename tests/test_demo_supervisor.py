@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
-from api.demo import pid_alive
+from api.demo import masked_dsn, pid_alive
 from broker.runner import BrokerLayout, reload_running_broker
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from tests.demo_support import DemoProcess, broker_running, wait_until
@@ -163,6 +164,24 @@ def test_a_new_run_takes_over_after_the_demo_was_killed(data_dir: Path) -> None:
     assert not EmbeddedPostgres(data_dir / "postgres").is_running()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_with_fleet_dsn_the_demo_uses_that_database(data_dir: Path, db_dsn: str) -> None:
+    demo = DemoProcess(data_dir, sim=False, env={"FLEET_DSN": db_dsn})
+    demo.start()
+    try:
+        assert demo.dsn == db_dsn
+        assert not (data_dir / "postgres").exists()  # no embedded server
+        _publish_fix(demo, int(time.time() * 1000))
+        wait_until(lambda: _van(demo) is not None, 20, "the van in /api/v1/vehicles")
+    finally:
+        assert demo.terminate() == 0
+    assert "embedded PostgreSQL" not in _stop_lines(demo.stderr())
+    with psycopg.connect(db_dsn) as conn:  # the external database is untouched and has it
+        row = conn.execute("SELECT count(*) FROM positions WHERE vehicle_id = %s", (VAN,))
+        assert row.fetchone() == (1,)
+
+
 @pytest.mark.timeout(60)
 def test_a_busy_port_is_a_clear_error_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket() as busy:
@@ -182,3 +201,19 @@ def test_a_busy_port_is_a_clear_error_before_anything_starts(tmp_path: Path) -> 
     assert res.returncode == 1
     assert f"port {port} for the API (--port) is already in use" in res.stderr
     assert not (tmp_path / "d" / "postgres").exists()  # failed before starting anything
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://fleet:s3cret@db:5432/fleet", "postgresql://fleet:***@db:5432/fleet"),
+        (
+            "postgresql://postgres@127.0.0.1:5432/fleet",
+            "postgresql://postgres@127.0.0.1:5432/fleet",
+        ),
+        ("host=db password=s3cret user=fleet", "host=db password=*** user=fleet"),
+        ("host=db password='a b' user=fleet", "host=db password=*** user=fleet"),
+    ],
+)
+def test_the_banner_never_shows_a_database_password(dsn: str, shown: str) -> None:
+    assert masked_dsn(dsn) == shown
