@@ -12,13 +12,14 @@ the measurement.  Only a PUBACK counts a message as acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
 
 from fleet.contract import Fix, encode_batch, encode_fix, telemetry_topic
+from ingest import mqtt5
 
 __all__ = ["LoadResult", "LoadSpec", "RawPublisher", "publish_load"]
 
@@ -45,113 +46,72 @@ class LoadResult:
     seconds: float
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-class MqttProtocolError(RuntimeError):
-    """The broker refused the connection or broke the protocol."""
-
-
 class RawPublisher:
-    """Minimal MQTT 5 QoS 1 publisher: one socket, a PUBACK reader thread, flow control."""
+    """Minimal MQTT 5 QoS 1 publisher: one socket, a PUBACK reader thread, flow control.
+
+    The broker's Receive Maximum bounds the messages in flight; only a successful PUBACK
+    counts a message as acknowledged.
+    """
 
     def __init__(self, host: str, port: int, username: str, password: str, client_id: str):
         self.sock = socket.create_connection((host, port), timeout=15)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        var = _utf8("MQTT") + bytes([5, 0xC2]) + struct.pack("!H", 60) + _varint(0)
-        payload = _utf8(client_id) + _utf8(username) + _utf8(password)
-        body = var + payload
-        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
-        self._buf = b""
-        ptype, data = self._read_packet()
-        if ptype != 0x20 or data[1] != 0:
-            raise MqttProtocolError(f"CONNACK refused (reason code {data[1]:#x})")
-        self.receive_maximum = self._receive_maximum(data)
+        connect = mqtt5.connect_packet(
+            client_id,
+            username,
+            password,
+            keepalive=60,
+            clean_start=True,
+            session_expiry_s=0,
+            receive_maximum=65535,
+        )
+        self.sock.sendall(connect)
+        buf = bytearray()
+        packets: list[tuple[int, bytes]] = []
+        used = 0
+        while not packets:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise mqtt5.MqttProtocolError("broker closed the connection during CONNECT")
+            buf += chunk
+            packets, used = mqtt5.split_packets(buf)
+        first, body = packets[0]
+        ack = mqtt5.decode_connack(body)
+        if first & 0xF0 != mqtt5.CONNACK or ack.reason_code >= 0x80:
+            raise mqtt5.MqttProtocolError(
+                f"broker refused the load generator: {mqtt5.reason_text(ack.reason_code)}",
+                ack.reason_code,
+            )
+        self.receive_maximum = ack.receive_maximum
         self.sock.settimeout(None)
         self.window = threading.BoundedSemaphore(self.receive_maximum)
         self.acked = 0
         self._next_id = 0
         self.closed = threading.Event()
+        self._buf = buf[used:]
         self._reader = threading.Thread(target=self._read_acks, name="puback-reader", daemon=True)
         self._reader.start()
 
-    @staticmethod
-    def _receive_maximum(connack: bytes) -> int:
-        # properties: varint length, then (id, value) pairs; 0x21 = Receive Maximum (u16)
-        i, mult, plen = 2, 1, 0
-        while True:
-            b = connack[i]
-            plen += (b & 0x7F) * mult
-            mult *= 128
-            i += 1
-            if not b & 0x80:
-                break
-        end = i + plen
-        sizes = {0x11: 4, 0x21: 2, 0x22: 2, 0x24: 1, 0x25: 1, 0x27: 4, 0x28: 1, 0x29: 1, 0x2A: 1}
-        while i < end:
-            pid = connack[i]
-            i += 1
-            if pid == 0x21:
-                return int(struct.unpack_from("!H", connack, i)[0])
-            if pid in sizes:
-                i += sizes[pid]
-            elif pid == 0x13:  # server keep alive
-                i += 2
-            else:  # string / binary / user property: skip length-prefixed fields
-                n = struct.unpack_from("!H", connack, i)[0]
-                i += 2 + n
-                if pid == 0x26:
-                    n = struct.unpack_from("!H", connack, i)[0]
-                    i += 2 + n
-        return 65535
-
-    def _fill(self, n: int) -> None:
-        while len(self._buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise MqttProtocolError("broker closed the connection")
-            self._buf += chunk
-
-    def _read_packet(self) -> tuple[int, bytes]:
-        self._fill(2)
-        ptype = self._buf[0] & 0xF0
-        length, mult, i = 0, 1, 1
-        while True:
-            self._fill(i + 1)
-            b = self._buf[i]
-            length += (b & 0x7F) * mult
-            mult *= 128
-            i += 1
-            if not b & 0x80:
-                break
-        self._fill(i + length)
-        data = self._buf[i : i + length]
-        self._buf = self._buf[i + length :]
-        return ptype, data
-
     def _read_acks(self) -> None:
         release = self.window.release
+        buf = self._buf
         try:
             while True:
-                ptype, _ = self._read_packet()
-                if ptype == 0x40:  # PUBACK (reason code 0 or absent = success)
-                    if len(_) < 3 or _[2] < 0x80:
-                        self.acked += 1
-                    release()
-                elif ptype == 0xE0:
-                    raise MqttProtocolError("broker sent DISCONNECT")
-        except (OSError, MqttProtocolError, ValueError):
+                packets, used = mqtt5.split_packets(buf)
+                del buf[:used]
+                for first, body in packets:
+                    ptype = first & 0xF0
+                    if ptype == mqtt5.PUBACK:
+                        if len(body) < 3 or body[2] < 0x80:  # no reason code = success
+                            self.acked += 1
+                        release()
+                    elif ptype == mqtt5.DISCONNECT:
+                        raise mqtt5.MqttProtocolError("broker sent DISCONNECT")
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    raise mqtt5.MqttProtocolError("broker closed the connection")
+                buf += chunk
+        except (OSError, mqtt5.MqttProtocolError, ValueError):
             self.closed.set()
 
     def publish_many(self, messages: list[tuple[bytes, bytes]]) -> None:
@@ -164,12 +124,9 @@ class RawPublisher:
                     self.sock.sendall(out)
                     out.clear()
                 if not acquire(timeout=30):
-                    raise MqttProtocolError("no PUBACK for 30 s: broker stalled")
+                    raise mqtt5.MqttProtocolError("no PUBACK for 30 s: broker stalled")
             self._next_id = self._next_id % 65535 + 1
-            rest = (
-                struct.pack("!H", len(topic)) + topic + struct.pack("!H", self._next_id) + b"\x00"
-            )
-            out += b"\x32" + _varint(len(rest) + len(payload)) + rest + payload
+            out += mqtt5.publish_packet(topic, payload, self._next_id)
         if out:
             self.sock.sendall(out)
 
@@ -179,11 +136,9 @@ class RawPublisher:
             time.sleep(0.02)
 
     def close(self) -> None:
-        try:
-            self.sock.sendall(b"\xe0\x00")
+        with contextlib.suppress(OSError):
+            self.sock.sendall(mqtt5.DISCONNECT_PACKET)
             self.sock.close()
-        except OSError:
-            pass
 
 
 def publish_load(spec: LoadSpec) -> LoadResult:
