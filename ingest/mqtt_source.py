@@ -178,6 +178,10 @@ class MqttSource:
             except (OSError, mqtt5.MqttProtocolError) as exc:
                 if not self._stop.is_set():
                     log.warning("disconnected from broker: %s; reconnecting", exc)
+            except Exception:
+                # A packet we cannot parse must not silently end consumption: drop the
+                # connection (nothing of it was acked past commits) and start over.
+                log.exception("unexpected error reading from the broker; reconnecting")
             finally:
                 self.connected.clear()
                 self._sock = None
