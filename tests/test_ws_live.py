@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from websockets.exceptions import ConnectionClosed
 
 from api.tokens import Role
@@ -280,3 +282,31 @@ def test_alerts_are_pushed_when_the_table_exists(db_dsn: str, broker: MosquittoB
         assert alert["other_vehicle_id"] == "v2" and alert["detail"] == {"gap_s": 20}
         assert abs(alert["created_at"] - now_ms()) < 60_000
     gw.close()
+
+
+def test_owntracks_location_moves_a_van(db_dsn: str, broker: MosquittoBroker) -> None:
+    token = make_token(db_dsn)
+    broker.layout.passwords().add_device("phone1", "pw-phone1")
+    broker.reload()
+    phone = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="phone1")
+    phone.username_pw_set("phone1", "pw-phone1")
+
+    def connected() -> bool:
+        try:
+            return phone.connect("127.0.0.1", broker.port) == 0
+        except OSError:
+            return False
+
+    wait_for(connected, 5, "the phone to connect (after the broker reload)")
+    phone.loop_start()
+    with running_api(db_dsn, broker, ws_interval_ms=100) as api:
+        ws = ws_connect(api, token)
+        assert recv_json(ws)["type"] == "snapshot"
+        tst = now_ms() // 1000
+        doc = f'{{"_type": "location", "tst": {tst}, "lat": -5.13, "lon": 119.42, "vel": 36}}'
+        phone.publish("owntracks/phone1/pixel", doc, qos=1).wait_for_publish(5)
+        delta = recv_until(ws, lambda f: f["type"] == "delta")
+        van = delta["vehicles"][0]
+        assert van["id"] == "phone1" and van["ts"] == tst * 1000
+        assert van["speed"] == pytest.approx(10.0)  # 36 km/h
+    phone.loop_stop()

@@ -6,27 +6,66 @@ PUBACK as its own write (plus a wake-up byte to its own loop).  At thousands of 
 a second that costs more than the messages themselves.  This client keeps a receive
 buffer: one ``recv()`` fetches up to 256 KiB, and :meth:`loop_read` parses every complete
 packet in it before going back to ``select()``; the PUBACKs of that burst (each still
-after its ``on_message`` returned) leave as one write.  Three private hooks of paho are
-overridden (``_sock_recv``, ``_send_puback`` and ``loop_read``); the tests run against
-the real broker, so a paho change that breaks them shows up there.
+after its handler returned) leave as one write; with a raw publish handler, MQTT 3.1.1
+PUBLISHes skip paho's per-message objects.  Four private hooks of paho are overridden
+(``_sock_recv``, ``_send_puback``, ``_handle_publish`` and ``loop_read``); the tests run
+against the real broker, so a paho change that breaks them shows up there.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-__all__ = ["BufferedClient"]
+__all__ = ["BufferedClient", "RawPublishHandler"]
+
+log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
 PUBACK = 0x40
 
 
+RawPublishHandler = Callable[[str, bytes], None]
+
+
 class BufferedClient(mqtt.Client):
     _rx: bytearray
     _acks: list[int]
+    _raw_handler: RawPublishHandler | None = None
+
+    def set_raw_publish_handler(self, handler: RawPublishHandler) -> None:
+        """Deliver MQTT 3.1.1 QoS 0/1 PUBLISHes as ``handler(topic, payload)``.
+
+        Skips paho's per-message ``MQTTMessage`` (with its condition variable), debug
+        formatting and topic-filter matching; ``on_message`` still gets anything else.
+        """
+        self._raw_handler = handler
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        handler = self._raw_handler
+        command = self._in_packet["command"]
+        qos = (command & 0x06) >> 1
+        if handler is None or qos > 1 or self._protocol == mqtt.MQTTv5:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        topic_len = int.from_bytes(packet[0:2], "big")
+        topic = bytes(packet[2 : 2 + topic_len]).decode("utf-8", "replace")
+        pos = 2 + topic_len
+        mid = 0
+        if qos:
+            mid = int.from_bytes(packet[pos : pos + 2], "big")
+            pos += 2
+        try:
+            handler(topic, bytes(packet[pos:]))
+        except Exception:
+            log.exception("live message handler failed; message skipped")
+        if qos:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _sock_recv(self, bufsize: int) -> bytes:
         rx = getattr(self, "_rx", None)

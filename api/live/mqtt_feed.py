@@ -80,6 +80,7 @@ class MqttFeed:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.set_raw_publish_handler(self._on_publish)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -133,12 +134,15 @@ class MqttFeed:
         log.warning("live feed disconnected", extra={"reason": str(reason)})
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        parsed = parse_topic(msg.topic)
+        self._on_publish(msg.topic, bytes(msg.payload))
+
+    def _on_publish(self, topic: str, payload: bytes) -> None:
+        parsed = parse_topic(topic)
         if parsed is None:
             return
         kind, vehicle_id = parsed
         if kind is TopicKind.STATUS:
-            status = normalise_status(bytes(msg.payload))
+            status = normalise_status(payload)
             if status is None:
                 return
             with self._lock:
@@ -148,7 +152,7 @@ class MqttFeed:
         if kind is TopicKind.CMD:
             return
         now_ms = int(time.time() * 1000)
-        result = decode_telemetry(kind, vehicle_id, bytes(msg.payload), now_ms, self.rules)
+        result = decode_telemetry(kind, vehicle_id, payload, now_ms, self.rules)
         newest: Fix | None = None
         for fix in result.fixes:
             if newest is None or fix.ts > newest.ts:
