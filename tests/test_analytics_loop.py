@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from fleet.contract import Fix
 from fleet.routes import load_routes
 from fleet.settings import SettingsError
+from fleet.storage.schema import MIGRATIONS, TimescalePolicy
 from ingest.analytics.loop import AnalyticsLoop
 from ingest.analytics.settings import AnalyticsSettings
 from tests.analytics_support import insert_fixes, simulate
@@ -203,3 +206,22 @@ def test_from_env_reads_settings_and_routes(db_dsn: str, monkeypatch: pytest.Mon
     monkeypatch.setenv("FLEET_ANALYTICS_OFFPEAK_HOURS", "25")
     with pytest.raises(SettingsError, match="FLEET_ANALYTICS_OFFPEAK_HOURS"):
         AnalyticsLoop.from_env(db_dsn)
+
+
+def test_timescale_rollup_has_the_plain_tables_columns(db_dsn: str) -> None:
+    """TimescaleDB is not installed here: check at least that migration 2's TimescaleDB
+    SQL formats and that its continuous aggregate exposes the plain table's columns."""
+    m = next(m for m in MIGRATIONS if m.version == 2)
+    sql = m.timescale_sql.format(**asdict(TimescalePolicy()))
+    select = sql[sql.index("SELECT time_bucket") : sql.index("FROM segment_traversals")]
+    names = set(re.findall(r"AS (\w+)", select)) | {"route", "direction", "from_seq", "to_seq"}
+    with psycopg.connect(db_dsn) as conn:
+        plain = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'segment_speeds'"
+            )
+        }
+    assert names == plain
+    assert "add_continuous_aggregate_policy('segment_speeds'" in sql
