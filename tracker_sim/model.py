@@ -115,6 +115,15 @@ class SimConfig:
     dwell_min_s: float = 4.0
     layover_min_s: float = 30.0
     layover_mean_s: float = 90.0  # exponential part on top of the minimum
+    # A van leaves a terminal no sooner than this share of the route's even headway
+    # after the previous one ("ngetem": it waits for passengers the last one left).
+    departure_spacing: float = 0.9
+    typical_speed_ms: float = 6.0  # to turn the even gap (m) into an even headway (s)
+    min_gap_ratio: float = 0.4  # gap / even gap is clipped to [min_gap_ratio, 3]
+    stop_rate_exponent: float = 0.5  # stops per km ∝ (gap / even gap) ** this
+    dwell_exponent: float = 0.5  # mean dwell ∝ (gap / even gap) ** this
+    shadow_gap_m: float = 60.0  # a van this close behind one that stops ...
+    shadow_prob: float = 0.7  # ... stops too with this probability, leaving just after it
     bad_fix_prob: float = 0.002
     bad_fix_min_m: float = 80.0
     bad_fix_max_m: float = 600.0
@@ -343,6 +352,7 @@ class FleetModel:
         self.coverage_until_ms = np.zeros(n, dtype=np.int64)
         self.backlog: list[list[Fix]] = [[] for _ in range(n)]
         self.has_backlog = np.zeros(n, dtype=bool)
+        self.last_departure_ms = np.full(2 * len(self.routes), -(2**62), dtype=np.int64)
 
         self._truth_v: list[IntArray] = []
         self._truth_cp: list[IntArray] = []
@@ -368,22 +378,21 @@ class FleetModel:
         k = np.minimum((s / GRID_M).astype(np.int64), self._grid_len[self.route_of] - 1)
         return np.asarray(self._grid[self._grid_off[self.route_of] + k])
 
-    def _gap_ahead(self, p: FloatArray, members: BoolArray) -> FloatArray:
-        """Distance to the next member van ahead on the same route and direction.
-
-        The front van of each group gets the nominal (evenly spaced) gap.
-        """
+    def _gap_ahead(self, p: FloatArray, members: BoolArray) -> tuple[FloatArray, IntArray]:
+        """Distance to the next member van ahead on the same route and direction, and
+        its index (-1 for the front van, which gets the nominal, evenly spaced gap)."""
         gap = self.nominal_gap.copy()
+        leader = np.full(self.n, -1, dtype=np.int64)
         idx = np.flatnonzero(members)
         if idx.size == 0:
-            return gap
+            return gap, leader
         group = self.route_of[idx] * 2 + self.direction[idx]
         order = np.lexsort((-p[idx], group))
         srt = idx[order]
         same = group[order][1:] == group[order][:-1]
-        ahead = np.where(same, p[srt][:-1] - p[srt][1:], self.nominal_gap[srt][1:])
-        gap[srt[1:]] = ahead
-        return gap
+        gap[srt[1:]] = np.where(same, p[srt][:-1] - p[srt][1:], self.nominal_gap[srt][1:])
+        leader[srt[1:]] = np.where(same, srt[:-1], -1)
+        return gap, leader
 
     # ------------------------------------------------------------------ public API
 
@@ -482,6 +491,7 @@ class FleetModel:
         holding = self.state != MOVING
         self.hold_s[holding] -= dt
         released = holding & (self.hold_s <= 0.0)
+        released &= self._may_depart(released, t0)
         self.state[released] = MOVING
         self.v[released] = 0.0
         moving = self.state == MOVING
@@ -542,20 +552,60 @@ class FleetModel:
         # Dwell stops: more likely the longer the gap to the van ahead.
         still = moving & ~arrived
         members = self.state != LAYOVER
-        gap_ratio = np.clip(self._gap_ahead(self._progress(), members) / self.nominal_gap, 0.1, 3.0)
+        gap, leader = self._gap_ahead(self._progress(), members)
+        gap_ratio = np.clip(gap / self.nominal_gap, cfg.min_gap_ratio, 3.0)
         demand = 0.3 if night else 1.0 + 0.5 * peak
-        rate = cfg.stops_per_km / 1000.0 * demand * gap_ratio
+        rate = cfg.stops_per_km / 1000.0 * demand * gap_ratio**cfg.stop_rate_exponent
         stop = still & (rng.random(n) < -np.expm1(-rate * (p1 - p0)))
         if stop.any():
             k = int(stop.sum())
-            mean = cfg.dwell_mean_s * np.clip(gap_ratio[stop], 0.3, 3.0)
+            mean = cfg.dwell_mean_s * gap_ratio[stop] ** cfg.dwell_exponent
             self.state[stop] = DWELL
             self.hold_s[stop] = cfg.dwell_min_s + rng.exponential(1.0, k) * mean
             self.v[stop] = 0.0
+            # A van close behind one that stops often stops too (same crowd, or stuck
+            # behind it in a narrow street) and leaves just after it: pairs stay pairs.
+            lead = np.maximum(leader, 0)
+            shadow = (
+                still
+                & ~stop
+                & (leader >= 0)
+                & stop[lead]
+                & (gap < cfg.shadow_gap_m)
+                & (rng.random(n) < cfg.shadow_prob)
+            )
+            if shadow.any():
+                self.state[shadow] = DWELL
+                self.hold_s[shadow] = self.hold_s[lead[shadow]] + rng.uniform(
+                    0.0, 3.0, int(shadow.sum())
+                )
+                self.v[shadow] = 0.0
 
         self.t_ms = t1
         if not self._quiet:
             self._devices(t0, t1, p0, dir0, tick)
+
+    def _may_depart(self, released: BoolArray, t_ms: int) -> BoolArray:
+        """Of the vans whose lay-over is over, at most one per terminal leaves, and only
+        ``departure_spacing`` of an even headway after the previous departure; the
+        others wait a little longer."""
+        ok = np.ones(self.n, dtype=bool)
+        idx = np.flatnonzero(released & (self.state == LAYOVER))
+        if idx.size == 0:
+            return ok
+        key = self.route_of[idx] * 2 + self.direction[idx]
+        order = np.lexsort((self.hold_s[idx], key))  # most overdue first per terminal
+        idx, key = idx[order], key[order]
+        first = np.r_[True, key[1:] != key[:-1]]
+        spacing_ms = (
+            self.cfg.departure_spacing * self.nominal_gap[idx] / self.cfg.typical_speed_ms * 1000
+        )
+        leave = first & (t_ms >= self.last_departure_ms[key] + spacing_ms)
+        self.last_departure_ms[key[leave]] = t_ms
+        wait = idx[~leave]
+        ok[wait] = False
+        self.hold_s[wait] = self.rng.uniform(1.0, 5.0, wait.size)
+        return ok
 
     def _record_passages(
         self,
