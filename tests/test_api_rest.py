@@ -37,6 +37,8 @@ def test_health_ready_metrics_and_docs(db_dsn: str, broker: MosquittoBroker) -> 
         ):
             assert name in metrics
         assert httpx.get(f"{api.base}/docs").status_code == 200
+        page = httpx.get(f"{api.base}/")  # the war-room page, no token needed
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         spec = httpx.get(f"{api.base}/openapi.json").json()
         assert "/api/v1/vehicles/{vehicle_id}/track" in spec["paths"]
 
