@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import psycopg.errors
 import typer
 
 from api.settings import ApiSettings
@@ -26,12 +29,24 @@ def _dsn(dsn: str | None, data_dir: Path | None) -> str:
     return resolve_dsn(dsn or s.dsn, data_dir or s.data_dir)
 
 
-def _connect(dsn: str) -> psycopg.Connection:
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@contextmanager
+def _tokens_db(dsn: str | None, data_dir: Path | None) -> Iterator[psycopg.Connection]:
+    """A connection for token commands, with one-line errors for the usual mistakes."""
+    target = _dsn(dsn, data_dir)
     try:
-        return psycopg.connect(dsn, connect_timeout=10)
+        conn = psycopg.connect(target, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        _fail(f"cannot connect to the database ({exc}); check FLEET_DSN")
+        _fail(f"cannot connect to the database ({_first_line(exc)}); check FLEET_DSN")
         raise  # unreachable: _fail exits
+    with conn:
+        try:
+            yield conn
+        except psycopg.errors.UndefinedTable:
+            _fail("the api_tokens table does not exist yet: run `fleet db migrate` first")
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -66,7 +81,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 )
         settings = s.model_copy(update=overrides)
         if migrate_first:
-            migrate(str(settings.dsn))
+            try:
+                migrate(str(settings.dsn))
+            except psycopg.OperationalError as exc:
+                _fail(
+                    f"cannot reach the database to migrate it ({_first_line(exc)}); check FLEET_DSN"
+                )
         typer.echo(f"fleet api on http://{settings.api_bind}:{settings.api_port}/")
         build_server(settings).run()
 
@@ -78,7 +98,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         data_dir: Path = typer.Option(None),
     ) -> None:
         """Create an API token; the secret is printed once and stored only as a hash."""
-        with _connect(_dsn(dsn, data_dir)) as conn:
+        with _tokens_db(dsn, data_dir) as conn:
             try:
                 token_id, secret = create_token(conn, name, role)
             except TokenError as exc:
@@ -90,7 +110,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @token.command("list")
     def token_list(dsn: str = typer.Option(None), data_dir: Path = typer.Option(None)) -> None:
         """List tokens (never their secrets)."""
-        with _connect(_dsn(dsn, data_dir)) as conn:
+        with _tokens_db(dsn, data_dir) as conn:
             rows = list_tokens(conn)
         typer.echo(f"{'id':>4}  {'role':<6}  {'state':<7}  {'last used':<20}  name")
         for r in rows:
@@ -105,7 +125,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         data_dir: Path = typer.Option(None),
     ) -> None:
         """Revoke a token: requests and new websockets with it are refused from now on."""
-        with _connect(_dsn(dsn, data_dir)) as conn:
+        with _tokens_db(dsn, data_dir) as conn:
             try:
                 n = revoke_token(conn, id_or_name)
             except TokenError as exc:
