@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 
 from fleet.contract import Fix
@@ -181,39 +182,55 @@ def route_cv(
     return out
 
 
-def observable_windows(run: SimRun, settle_s: float = 120.0) -> dict[str, tuple[float, float]]:
-    """Per van: [first delivered fix, last delivered fix − settle_s] in epoch seconds."""
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
+LEAD_S = 60.0  # a passage needs a fix from before the van entered the checkpoint's band
+SETTLE_S = 120.0  # ... and one from after it left the band (dwells included)
+
+
+def fix_times(run: SimRun) -> dict[str, npt.NDArray[np.float64]]:
+    """Sorted epoch seconds of every delivered fix, per van."""
+    out: dict[str, list[float]] = {}
     for chunk in run.chunks:
         for vid, f in chunk:
-            first[vid] = min(first.get(vid, f.ts), f.ts)
-            last[vid] = max(last.get(vid, f.ts), f.ts)
-    return {v: (first[v] / 1000, last[v] / 1000 - settle_s) for v in first}
+            out.setdefault(vid, []).append(f.ts / 1000)
+    return {v: np.unique(np.array(ts)) for v, ts in out.items()}
 
 
-def observable(run: SimRun, settle_s: float = 120.0) -> TruthTable:
-    """Truth passages a detector can know of by the end of the run.
+def observable_windows(run: SimRun) -> dict[str, tuple[float, float]]:
+    """Per van: [first delivered fix + LEAD_S, last delivered fix − SETTLE_S], epoch s."""
+    return {v: (ts[0] + LEAD_S, ts[-1] - SETTLE_S) for v, ts in fix_times(run).items()}
 
-    A passage is confirmed once the van is a hysteresis band (30 m) past the checkpoint,
-    so passages less than ``settle_s`` before a van's last delivered fix (a van dwelling
-    at a checkpoint when the run ends, or still out of coverage with its backlog
-    unsent) and passages before its first fix are left out.
+
+def observable_truth(
+    truth: TruthTable, fixes: dict[str, npt.NDArray[np.float64]], max_gap_s: float = 300.0
+) -> TruthTable:
+    """Truth passages a detector can confirm from the delivered fixes.
+
+    A passage is confirmed from a stable fix before the van entered the checkpoint's
+    dead band and one after it left it, so it needs the van's fixes to cover
+    [t − LEAD_S, t + SETTLE_S] with no gap longer than the detector's ``max_gap_s``:
+    passages at the very start of a van's data, while its tracker was switched off,
+    just before it was switched off, or at the end of the run (a van still dwelling at
+    a checkpoint, or out of coverage with its backlog unsent) are left out.
     """
-    win = observable_windows(run, settle_s)
-    t = run.truth
-    keep = np.array(
-        [
-            win.get(v, (1.0, 0.0))[0] <= ms / 1000 <= win.get(v, (1.0, 0.0))[1]
-            for v, ms in zip(t.vehicle_id.tolist(), t.ts_ms.tolist(), strict=True)
-        ],
-        dtype=bool,
-    )
+    keep = np.zeros(len(truth), dtype=bool)
+    for k, (v, ms) in enumerate(zip(truth.vehicle_id.tolist(), truth.ts_ms.tolist(), strict=True)):
+        ts = fixes.get(v)
+        t = ms / 1000
+        if ts is None or not ts[0] <= t - LEAD_S or not t + SETTLE_S <= ts[-1]:
+            continue
+        lo = int(np.searchsorted(ts, t - LEAD_S, side="right")) - 1
+        hi = int(np.searchsorted(ts, t + SETTLE_S))
+        keep[k] = bool(np.all(np.diff(ts[lo : hi + 1]) <= max_gap_s))
     return TruthTable(
-        t.vehicle_id[keep],
-        t.route[keep],
-        t.direction[keep],
-        t.checkpoint_id[keep],
-        t.checkpoint_seq[keep],
-        t.ts_ms[keep],
+        truth.vehicle_id[keep],
+        truth.route[keep],
+        truth.direction[keep],
+        truth.checkpoint_id[keep],
+        truth.checkpoint_seq[keep],
+        truth.ts_ms[keep],
     )
+
+
+def observable(run: SimRun) -> TruthTable:
+    """The run's truth passages a detector can confirm (see observable_truth)."""
+    return observable_truth(run.truth, fix_times(run))

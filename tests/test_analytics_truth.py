@@ -57,9 +57,9 @@ def test_passages_and_cv_match_truth(
         loop.run_once()
         detected = _detected(conn)
     assert late_fixes > 50, "the run must include store-and-forward backlogs"
-    # A passage is observable only between a van's first and last delivered fix, and it
-    # is confirmed once the van has left the checkpoint's dead band: passages in the last
-    # two minutes of a van's data are left out (see observable()).
+    # A passage is confirmed from fixes before and after the checkpoint's dead band:
+    # passages in the first minute or the last two minutes of a van's data cannot be
+    # (see analytics_support.observable_truth).
     truth = observable(run)
     windows = observable_windows(run)
     m = match_passages(truth, detected)
