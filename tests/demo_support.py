@@ -4,17 +4,37 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from broker.runner import BrokerLayout
 from fleet.storage.embedded import EmbeddedPostgres, free_port
+
+
+@contextlib.contextmanager
+def demo_data_dir() -> Iterator[Path]:
+    """A data dir outside pytest's ``/tmp/pytest-of-<user>``.
+
+    The embedded PostgreSQL runs as an unprivileged user that must traverse the data
+    dir's parents; every new pytest session (other test runs on this machine) resets
+    ``/tmp/pytest-of-<user>`` to 0700, which would make the server's start or stop fail
+    at random.  Removed afterwards.
+    """
+    root = Path(tempfile.mkdtemp(prefix="fleet-demo-test-"))
+    try:
+        yield root / "demo"
+    finally:
+        DemoProcess(root / "demo").cleanup()  # nothing may outlive a test
+        shutil.rmtree(root, ignore_errors=True)
 
 
 class DemoProcess:

@@ -24,7 +24,7 @@ import pytest
 from api.demo import masked_dsn, pid_alive
 from broker.runner import BrokerLayout, reload_running_broker
 from fleet.storage.embedded import EmbeddedPostgres, free_port
-from tests.demo_support import DemoProcess, broker_running, wait_until
+from tests.demo_support import DemoProcess, broker_running, demo_data_dir, wait_until
 from tests.mqtt_support import Publisher
 
 VAN = "pp-demo-test"
@@ -32,10 +32,9 @@ VAN_PASSWORD = "demo-test-secret"
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    d = tmp_path / "demo"
-    yield d
-    DemoProcess(d).cleanup()  # nothing may outlive a test, whatever happened
+def data_dir() -> Iterator[Path]:
+    with demo_data_dir() as d:
+        yield d
 
 
 def _publish_fix(demo: DemoProcess, ts_ms: int) -> None:
@@ -147,19 +146,20 @@ def test_a_new_run_takes_over_after_the_demo_was_killed(data_dir: Path) -> None:
     # the Python services die with it (parent-death signal) ...
     wait_until(lambda: not any(pid_alive(p) for p in services), 30, "services to exit")
     # ... while the broker and the database are still there
-    assert broker_running(data_dir)
-    assert EmbeddedPostgres(data_dir / "postgres").is_running()
+    assert broker_running(data_dir), demo.stderr()
+    assert EmbeddedPostgres(data_dir / "postgres").is_running(), demo.stderr()
 
     again = DemoProcess(data_dir, sim=False)
     again.port, again.mqtt_port = demo.port, demo.mqtt_port  # the same ports as before
     again.start()
     try:
-        assert "stopping the Mosquitto left running by an earlier demo" in again.stderr()
+        log = again.stderr()
+        assert "stopping the Mosquitto left running by an earlier demo" in log, log
         assert again.token == demo.token
         with again.api() as api:
             assert api.get("/readyz").status_code == 200
     finally:
-        assert again.terminate() == 0
+        assert again.terminate() == 0, again.stderr()
     assert not broker_running(data_dir)
     assert not EmbeddedPostgres(data_dir / "postgres").is_running()
 

@@ -26,7 +26,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from broker.runner import BrokerLayout, reload_running_broker
-from tests.demo_support import DemoProcess
+from tests.demo_support import DemoProcess, demo_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -66,16 +66,15 @@ while True:
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[DemoProcess]:
-    # vans report every 5 s of simulated time = every 0.25 s of wall time at 20x
-    stack = DemoProcess(
-        tmp_path / "demo", vehicles=20, speedup=20, env={"FLEET_STALE_AFTER_S": "3"}
-    )
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.cleanup()
+def demo() -> Iterator[DemoProcess]:
+    with demo_data_dir() as data_dir:
+        # vans report every 5 s of simulated time = every 0.25 s of wall time at 20x
+        stack = DemoProcess(data_dir, vehicles=20, speedup=20, env={"FLEET_STALE_AFTER_S": "3"})
+        try:
+            stack.start()
+            yield stack
+        finally:
+            stack.cleanup()
 
 
 def _markers(page: Page) -> list[dict[str, object]]:
