@@ -11,6 +11,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from websockets.exceptions import ConnectionClosed
 
+from api.app import create_app
+from api.settings import ApiSettings
 from api.tokens import Role
 from broker.runner import MosquittoBroker
 from tests.api_support import (
@@ -310,3 +312,32 @@ def test_owntracks_location_moves_a_van(db_dsn: str, broker: MosquittoBroker) ->
         assert van["id"] == "phone1" and van["ts"] == tst * 1000
         assert van["speed"] == pytest.approx(10.0)  # 36 km/h
     phone.loop_stop()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_live_push_without_a_reachable_transport(db_dsn: str, broker: MosquittoBroker) -> None:
+    """Under another ASGI server (here Starlette's TestClient) a sender task per client
+    awaits each send: same snapshot → delta behaviour."""
+    from starlette.testclient import TestClient  # noqa: PLC0415 (warns on import)
+
+    token = make_token(db_dsn)
+    gw = Gateway(broker)
+    settings = ApiSettings(
+        dsn=db_dsn,
+        mqtt_port=broker.port,
+        mqtt_password=broker.layout.service_credentials()["svc-api"],
+        ws_interval_ms=100,
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        wait_for(app.state.feed.connected.is_set, 10, "MQTT feed")
+        with client.websocket_connect(f"/ws/live?token={token}") as ws:
+            assert ws.receive_json()["type"] == "snapshot"
+            (live,) = app.state.hub.clients
+            assert not live.direct and live.sender is not None
+            gw.fix("van-t", now_ms(), -5.1, 119.4)
+            frame = ws.receive_json()
+            while frame["type"] != "delta":
+                frame = ws.receive_json()
+            assert frame["vehicles"][0]["id"] == "van-t"
+    gw.close()

@@ -68,6 +68,7 @@ class MqttFeed:
         self._decoded = 0
         self._rejected = 0
         self._scheduled = False
+        self._stopping = False
         self.client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"fleet-api-{uuid.uuid4().hex[:8]}",
@@ -89,6 +90,7 @@ class MqttFeed:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -131,7 +133,10 @@ class MqttFeed:
     ) -> None:
         self.connected.clear()
         self.last_error = f"disconnected from broker: {reason}"
-        log.warning("live feed disconnected", extra={"reason": str(reason)})
+        if self._stopping:
+            log.info("live feed disconnected (stopping)")
+        else:
+            log.warning("live feed disconnected; reconnecting", extra={"reason": str(reason)})
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._on_publish(msg.topic, bytes(msg.payload))
