@@ -103,15 +103,23 @@ def recompute_windows(
         (vids, rts, los, his),
     )
     if passage_rows:
+        # Through a staging table: a crossing timed exactly at a span edge (clipped
+        # interpolation) may already be stored; it must not fail the whole cycle.
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS passages_stage"
+            " (LIKE passages INCLUDING DEFAULTS)"
+        )
+        conn.execute("TRUNCATE passages_stage")
         with (
             conn.cursor() as cur,
             cur.copy(
-                "COPY passages (vehicle_id, ts, route, direction, checkpoint_seq, checkpoint_id)"
-                " FROM STDIN"
+                "COPY passages_stage"
+                " (vehicle_id, ts, route, direction, checkpoint_seq, checkpoint_id) FROM STDIN"
             ) as copy,
         ):
             for row in passage_rows:
                 copy.write_row(row)
+        conn.execute("INSERT INTO passages SELECT * FROM passages_stage ON CONFLICT DO NOTHING")
     _rebuild_traversals(conn, lines, spans, max_traversal_s)
     return result
 
