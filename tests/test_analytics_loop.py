@@ -76,11 +76,17 @@ def test_recompute_is_idempotent_and_late_batches_converge(db_dsn: str, sim_run)
 
 def test_rollups_segment_and_area_speeds(db_dsn: str, sim_run) -> None:  # type: ignore[no-untyped-def]
     routes = {c: ROUTES[c] for c in ("A", "C")}
-    loop = AnalyticsLoop(db_dsn, routes, AnalyticsSettings(overlap_s=2))
+    loop = AnalyticsLoop(db_dsn, routes, AnalyticsSettings(overlap_s=2, area_refresh_s=600))
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         for chunk in sim_run.chunks:
             insert_fixes(conn, chunk)
             loop.run_once()
+        # Area rollups are throttled: refreshed on the first cycle, then deferred...
+        assert loop._area_dirty
+        deferred = conn.execute("SELECT count(*) FROM area_speeds").fetchone()[0]
+        loop.stop()  # ... and flushed when the loop stops.
+        assert not loop._area_dirty
+        assert conn.execute("SELECT count(*) FROM area_speeds").fetchone()[0] > deferred
         n_trav, med = conn.execute(
             "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY speed_mps)"
             " FROM segment_traversals"

@@ -9,8 +9,9 @@ Every ``interval_s`` one cycle, in one transaction:
 2. for each such van, recompute passages over [first new fix − max_gap_s, last new fix
    + max_gap_s] (:mod:`ingest.analytics.recompute`): late store-and-forward batches
    are picked up by arrival time, whatever their fix times;
-3. refresh the 5-minute segment rollups (plain PostgreSQL) and the H3 area speeds of
-   the buckets the new fixes fall in;
+3. refresh the 5-minute segment rollups (plain PostgreSQL) and, at most every
+   ``area_refresh_s``, the H3 area speeds of the buckets the new fixes fell in (whole
+   buckets are re-read, so this is the costly part of a live cycle);
 4. evaluate alerts;
 5. advance the watermark and commit.
 
@@ -83,6 +84,8 @@ class AnalyticsLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection | None = None
+        self._area_dirty: set[datetime] = set()  # buckets with new fixes, not yet rolled up
+        self._area_refreshed = 0.0
         self.last: CycleStats | None = None
         self.cycles = 0
         self.errors = 0
@@ -105,10 +108,16 @@ class AnalyticsLoop:
         log.info("analytics loop started", extra={"interval_s": self.settings.interval_s})
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop the thread after its current cycle (which then also flushes area rollups)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._area_dirty:
+            try:
+                self.run_once()
+            except psycopg.Error as exc:
+                log.warning("final analytics cycle failed: %s", exc)
         self._close()
         log.info("analytics loop stopped")
 
@@ -164,8 +173,13 @@ class AnalyticsLoop:
                 since = row[0] - timedelta(seconds=s.overlap_s)
             upto = end
             vans, fixes, passages, buckets = self._recompute(conn, since, upto)
-            if buckets:
-                refresh_area_speeds(conn, buckets, s.h3_resolution)
+            self._area_dirty.update(buckets)
+            if self._area_dirty and (
+                time.monotonic() - self._area_refreshed >= s.area_refresh_s or self._stop.is_set()
+            ):
+                refresh_area_speeds(conn, self._area_dirty, s.h3_resolution)
+                self._area_dirty = set()
+                self._area_refreshed = time.monotonic()
             conditions = evaluate_alerts(conn, self.lines, s, self.targets)
             opened, resolved = reconcile_alerts(conn, conditions)
             watermark = max(upto, row[0]) if row is not None else upto

@@ -106,8 +106,7 @@ def recompute_windows(
         # Through a staging table: a crossing timed exactly at a span edge (clipped
         # interpolation) may already be stored; it must not fail the whole cycle.
         conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS passages_stage"
-            " (LIKE passages INCLUDING DEFAULTS)"
+            "CREATE TEMP TABLE IF NOT EXISTS passages_stage (LIKE passages INCLUDING DEFAULTS)"
         )
         conn.execute("TRUNCATE passages_stage")
         with (

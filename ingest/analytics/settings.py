@@ -47,6 +47,9 @@ class AnalyticsSettings(BaseSettings):
     hysteresis_m: float = Field(default=30.0, gt=0)
     max_gap_s: float = Field(default=300.0, gt=0)
     max_traversal_s: float = Field(default=1800.0, gt=0)
+    area_refresh_s: float = Field(
+        default=30.0, ge=0, description="Seconds between H3 area-speed refreshes (0: every cycle)."
+    )
     h3_resolution: int = Field(default=9, ge=0, le=15)
     timezone: str = "Asia/Makassar"
     offpeak_hours: str = Field(
