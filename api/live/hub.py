@@ -128,20 +128,19 @@ class LiveHub:
     # -- ticking ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Tick every interval until cancelled."""
+        """Tick every interval until cancelled.
+
+        The next tick is due one interval after the previous one *started*, so two
+        frames to a client are never closer than the interval, even after a late tick.
+        """
         loop = asyncio.get_running_loop()
-        next_tick = loop.time()
         while True:
-            next_tick += self.interval_s
-            delay = next_tick - loop.time()
-            if delay < 0:  # fell behind (e.g. a long pause): do not burst to catch up
-                next_tick = loop.time()
-                delay = 0
-            await asyncio.sleep(delay)
+            started = loop.time()
             try:
                 self.tick()
             except Exception:
                 log.exception("live tick failed; continuing")
+            await asyncio.sleep(max(0.0, started + self.interval_s - loop.time()))
 
     def tick(self) -> None:
         now = time.monotonic()
