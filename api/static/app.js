@@ -1,4 +1,4 @@
-/* War-room live map: Leaflet + the /ws/live protocol (docs: team LIVE_PROTOCOL / docs/api.md).
+/* War-room live map: Leaflet + the /ws/live protocol (docs/api.md).
  *
  * State lives in `vans` (id → van record with its marker); the websocket's snapshot
  * replaces it, deltas move markers, status frames restyle them.  `window.fleetState`
