@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -266,6 +267,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def run_bench(opts: BenchOptions) -> Iterator[str]:
+    own_root = opts.data_dir is None
     root = opts.data_dir or Path(tempfile.mkdtemp(prefix="fleet-bench-live-"))
     root.mkdir(parents=True, exist_ok=True)
     broker: MosquittoBroker | None = None
@@ -353,6 +355,8 @@ def run_bench(opts: BenchOptions) -> Iterator[str]:
             pg.stop()
         if broker is not None:
             broker.stop()
+        if own_root:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 class _Result(list[str]):

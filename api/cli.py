@@ -141,7 +141,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         duration: float = typer.Option(20.0, help="Measured seconds (after warm-up)."),
         warmup: float = typer.Option(5.0, help="Seconds before measuring."),
         dsn: str = typer.Option(None, help="Use this database instead of an embedded one."),
-        mqtt_port: int = typer.Option(None, help="Use a running broker on 127.0.0.1:PORT."),
+        mqtt_port: int = typer.Option(
+            None, help="Use a running broker on 127.0.0.1:PORT (credentials from --data-dir)."
+        ),
         data_dir: Path = typer.Option(None, help="Where the bench's broker/DB keep state."),
         measure_every: int = typer.Option(
             10, min=1, help="Every Nth client decodes and times every van (1 = all)."
