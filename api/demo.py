@@ -32,6 +32,7 @@ from typing import Annotated, Final
 
 import typer
 
+from api.web_assets import WebAssetsError, assets_installed, install_leaflet
 from broker.runner import BrokerError, BrokerLayout, MosquittoBroker
 from fleet import logs
 from fleet.settings import CommonSettings, load
@@ -235,6 +236,7 @@ class DemoStack:
         """Bring every service up, in order; raise DemoError naming the one that failed."""
         self._stop_leftover_broker()
         self._check_ports()
+        self._ensure_map_library()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._start_database()
         self._start_broker()
@@ -261,6 +263,17 @@ class DemoStack:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    @staticmethod
+    def _ensure_map_library() -> None:
+        """The page needs Leaflet in api/static/vendor (`make web-assets`); fetch it if not."""
+        if assets_installed():
+            return
+        log.info("the map library is not installed yet: fetching it (make web-assets)")
+        try:
+            install_leaflet()
+        except WebAssetsError as exc:
+            raise DemoError(f"the live map needs its map library: {exc}") from None
 
     def _check_ports(self) -> None:
         o = self.opts

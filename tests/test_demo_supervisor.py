@@ -21,7 +21,7 @@ import httpx
 import psycopg
 import pytest
 
-from api.demo import masked_dsn, pid_alive
+from api.demo import DemoError, DemoStack, masked_dsn, pid_alive
 from broker.runner import BrokerLayout, reload_running_broker
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from tests.demo_support import DemoProcess, broker_running, demo_data_dir, wait_until
@@ -217,3 +217,21 @@ def test_a_busy_port_is_a_clear_error_before_anything_starts(tmp_path: Path) -> 
 )
 def test_the_banner_never_shows_a_database_password(dsn: str, shown: str) -> None:
     assert masked_dsn(dsn) == shown
+
+
+def test_a_missing_map_library_is_fetched_or_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import api.demo as demo_module
+    from api.web_assets import WebAssetsError
+
+    fetched: list[bool] = []
+    monkeypatch.setattr(demo_module, "assets_installed", lambda: False)
+    monkeypatch.setattr(demo_module, "install_leaflet", lambda: fetched.append(True) or True)
+    DemoStack._ensure_map_library()
+    assert fetched == [True]
+
+    def no_npm() -> bool:
+        raise WebAssetsError("npm is not installed")
+
+    monkeypatch.setattr(demo_module, "install_leaflet", no_npm)
+    with pytest.raises(DemoError, match="the live map needs its map library: npm is not"):
+        DemoStack._ensure_map_library()
