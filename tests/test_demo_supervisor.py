@@ -21,7 +21,9 @@ import httpx
 import psycopg
 import pytest
 
+import api.demo as demo_module
 from api.demo import DemoError, DemoStack, masked_dsn, pid_alive
+from api.web_assets import WebAssetsError
 from broker.runner import BrokerLayout, reload_running_broker
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from tests.demo_support import DemoProcess, broker_running, demo_data_dir, wait_until
@@ -220,9 +222,6 @@ def test_the_banner_never_shows_a_database_password(dsn: str, shown: str) -> Non
 
 
 def test_a_missing_map_library_is_fetched_or_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    import api.demo as demo_module
-    from api.web_assets import WebAssetsError
-
     fetched: list[bool] = []
     monkeypatch.setattr(demo_module, "assets_installed", lambda: False)
     monkeypatch.setattr(demo_module, "install_leaflet", lambda: fetched.append(True) or True)
