@@ -13,9 +13,11 @@ The per-device mode keeps paho (:mod:`tracker_sim.links`): realistic clients, LW
 from __future__ import annotations
 
 import contextlib
+import logging
 import selectors
 import socket
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from typing import Final
@@ -24,7 +26,10 @@ from tracker_sim.links import MAX_INFLIGHT_PER_LINK, Credentials, LinkError, Sen
 
 __all__ = ["GatewayLink", "GatewayPool"]
 
+log = logging.getLogger(__name__)
+
 KEEPALIVE_S: Final = 60
+RECONNECT_EVERY_S: Final = 2.0
 _CONNACK_ERRORS: Final = {
     1: "unacceptable protocol version",
     2: "client id rejected",
@@ -63,7 +68,8 @@ class GatewayLink:
         self._out = bytearray()
         self._in = bytearray()
         self._next_mid = 1
-        self._pending: dict[int, int] = {}  # packet id → fixes in it
+        self._pending: dict[int, tuple[bytes, int]] = {}  # packet id → (packet, fixes)
+        self.lost_at: float | None = None  # monotonic time the connection was lost
         self._last_send = time.monotonic()
         self._topics: dict[str, bytes] = {}
 
@@ -142,19 +148,18 @@ class GatewayLink:
             t = self._topics[topic] = _utf8(topic)
         mid = self._next_mid
         self._next_mid = mid % 65535 + 1
-        out = self._out
-        out += b"\x33" if retain else b"\x32"
         n = len(t) + 2 + len(payload)
         if n < 128:
-            out.append(n)
+            length = bytes((n,))
         elif n < 16384:
-            out += bytes(((n & 0x7F) | 0x80, n >> 7))
+            length = bytes(((n & 0x7F) | 0x80, n >> 7))
         else:
-            out += _varint(n)
-        out += t
-        out += mid.to_bytes(2, "big")
-        out += payload
-        self._pending[mid] = fixes
+            length = _varint(n)
+        packet = b"".join(
+            (b"\x33" if retain else b"\x32", length, t, mid.to_bytes(2, "big"), payload)
+        )
+        self._out += packet
+        self._pending[mid] = (packet, fixes)
         self.published += 1
         return True
 
@@ -195,10 +200,10 @@ class GatewayLink:
                 break
             if kind == 0x40 and length == 2:
                 mid = (buf[pos + 2] << 8) | buf[pos + 3]
-                fixes = self._pending.pop(mid, None)
-                if fixes is not None:
+                done = self._pending.pop(mid, None)
+                if done is not None:
                     self.acked += 1
-                    self.fixes_acked += fixes
+                    self.fixes_acked += done[1]
             pos += 2 + length
         del buf[:pos]
 
@@ -208,46 +213,89 @@ class GatewayLink:
 
     def _lost(self) -> None:
         self.connected = False
+        self.lost_at = time.monotonic()
         if self.sock is not None:
             self.sock.close()
         self.sock = None
+        self._out.clear()
+        self._in.clear()
+
+    def resume(self, host: str, port: int, timeout: float) -> None:
+        """Reconnect after a loss and send every unacknowledged message again, in the
+        original order (QoS 1: at least once; the platform deduplicates)."""
+        self.connect(host, port, timeout)
+        self.lost_at = None
+        for packet, _ in self._pending.values():
+            self._out += packet
 
 
 class GatewayPool:
     """The same driving interface as :class:`tracker_sim.links.LinkPool`."""
 
-    def __init__(self, host: str, port: int, max_outstanding: int = 5000) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        max_outstanding: int = 5000,
+        stopping: threading.Event | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.max_outstanding = max_outstanding
+        self.stopping = stopping or threading.Event()
         self.links: list[GatewayLink] = []
         self._selector = selectors.DefaultSelector()
+        self._registered = 0
 
     def connect(self, links: Sequence[GatewayLink], timeout: float = 20.0) -> None:
         for link in links:
             link.connect(self.host, self.port, timeout)
             assert link.sock is not None
             self._selector.register(link.sock, selectors.EVENT_READ, link)
+            self._registered += 1
             self.links.append(link)
 
     def pump(self, timeout: float) -> None:
         for link in self.links:
             link.write()
-        for key, _ in self._selector.select(timeout):
+        for key, _ in self._selector.select(timeout) if self._registered else ():
             link = key.data
             link.read()
             if not link.connected:
                 self._selector.unregister(key.fileobj)
-                raise LinkError(f"the broker closed gateway connection {link.client_id}")
+                self._registered -= 1
+                log.warning(
+                    "gateway connection %s lost; reconnecting (%d messages to resend)",
+                    link.client_id,
+                    link.outstanding,
+                )
+        if not self._registered and timeout > 0:
+            time.sleep(timeout)
+        now = time.monotonic()
         for link in self.links:
-            link.keepalive()
+            if link.connected:
+                link.keepalive()
+            elif link.lost_at is not None and now - link.lost_at >= RECONNECT_EVERY_S:
+                try:
+                    link.resume(self.host, self.port, timeout=5.0)
+                except LinkError as exc:
+                    link.lost_at = now
+                    log.debug("reconnect of %s failed: %s", link.client_id, exc)
+                    continue
+                assert link.sock is not None
+                self._selector.register(link.sock, selectors.EVENT_READ, link)
+                self._registered += 1
+                log.warning("gateway connection %s restored", link.client_id)
 
     def wait_for_room(self, link: Sender) -> None:
-        while link.full and link.connected:
+        """Back-pressure: wait while ``link`` has too much in flight or is reconnecting
+        (unless the simulator is stopping)."""
+        while (link.full or not link.connected) and not self.stopping.is_set():
             self.pump(0.01)
 
     def outstanding(self) -> int:
-        return sum(lk.outstanding for lk in self.links if lk.connected)
+        """Unacknowledged messages, including those waiting for a reconnect."""
+        return sum(lk.outstanding for lk in self.links)
 
     def throttle(self) -> None:
         while self.outstanding() > self.max_outstanding:
@@ -262,7 +310,7 @@ class GatewayPool:
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
         for link in self.links:
-            if link.sock is not None:
+            if link.sock is not None and link.connected:
                 self._selector.unregister(link.sock)
             link.close()
         self.links = []

@@ -96,7 +96,7 @@ def split_vehicles(routes: dict[str, Route], total: int) -> dict[str, int]:
 class _Publisher:
     """Maps vans to connections and turns model output into MQTT messages."""
 
-    def __init__(self, opts: SimOptions, model: FleetModel) -> None:
+    def __init__(self, opts: SimOptions, model: FleetModel, stop: threading.Event) -> None:
         self.opts = opts
         self.ids = model.vehicle_ids
         self.telemetry = {v: _telemetry_topic(v) for v in self.ids}
@@ -125,7 +125,7 @@ class _Publisher:
             self.gateways = [
                 GatewayLink(f"{opts.client_tag}-gw-{k}", opts.gateway) for k in range(n)
             ]
-            self.pool = GatewayPool(opts.host, opts.port, opts.max_outstanding)
+            self.pool = GatewayPool(opts.host, opts.port, opts.max_outstanding, stop)
             self.by_vehicle = {v: self.gateways[i % n] for i, v in enumerate(self.ids)}
 
     def start(self) -> None:
@@ -151,14 +151,16 @@ class _Publisher:
         for msg in tick.messages:
             link = by_vehicle[msg.vehicle_id]
             payload = encode_batch(msg.fixes) if msg.batch else encode_fix(msg.fixes[0])
-            if not link.connected:  # (re)connecting: the device keeps it until connected
+            if device_mode and not link.connected:  # the device keeps it until connected
                 self.held.setdefault(msg.vehicle_id, []).append((payload, len(msg.fixes)))
                 continue
-            if link.full:
-                pool.wait_for_room(link)
+            if link.full or not link.connected:
+                pool.wait_for_room(link)  # gateway: also while its connection comes back
             if link.publish(topics[msg.vehicle_id], payload, len(msg.fixes)):
                 stats.messages += 1
                 stats.fixes += len(msg.fixes)
+            else:
+                self.held.setdefault(msg.vehicle_id, []).append((payload, len(msg.fixes)))
         for change in tick.status:
             stats.status_changes += 1
             if device_mode:
@@ -222,7 +224,7 @@ def run_simulation(
     )
     if opts.warmup_s > 0:
         model.warm_up(opts.warmup_s)
-    pub = _Publisher(opts, model)
+    pub = _Publisher(opts, model, stop)
     pool = pub.pool
     stats = SimStats(vehicles=model.n)
     truth_out: TextIO | None = None
