@@ -9,9 +9,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,17 +43,21 @@ class PgServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+def pg_server() -> Iterator[PgServer]:
     external = os.environ.get("FLEET_TEST_DSN")
     if external:
         yield PgServer(external, None)
         return
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), port=free_port())
+    # Not under pytest's basetemp: a concurrent pytest session resets its root to 0700,
+    # which would lock the unprivileged server user out of its data directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="fleet-test-pg-"))
+    pg = EmbeddedPostgres(data_dir, port=free_port())
     pg.start()
     try:
         yield PgServer(pg.dsn, pg)
     finally:
         pg.stop(mode="immediate")
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ check is: all acknowledged fixes are present, and rows = distinct fixes sent).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -111,7 +113,7 @@ def test_broker_restart_mid_stream(broker, ingest_worker):
 
 
 def test_database_down_for_10s_mid_stream(broker, tmp_path: Path):
-    pg = EmbeddedPostgres(tmp_path / "own-pg", port=free_port())
+    pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="fleet-test-outage-")), port=free_port())
     pg.start()
     migrate(pg.dsn)
     worker = IngestProcess(broker, pg.dsn, tmp_path)
@@ -132,3 +134,4 @@ def test_database_down_for_10s_mid_stream(broker, tmp_path: Path):
     finally:
         worker.stop()
         pg.stop(mode="immediate")
+        shutil.rmtree(pg.data_dir, ignore_errors=True)

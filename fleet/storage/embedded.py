@@ -234,8 +234,21 @@ class EmbeddedPostgres:
         if not self.is_running():
             return
         res = self._run(["pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "stop"])
-        if res.returncode != 0 and self.is_running():
-            raise EmbeddedPostgresError(f"pg_ctl stop failed: {res.stderr.strip()}")
+        if res.returncode == 0 or not self.is_running():
+            return
+        # pg_ctl could not act (e.g. it cannot reach the data dir): signal the postmaster
+        # directly, as pg_ctl would (SIGINT = fast, SIGQUIT = immediate shutdown).
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT if mode == "immediate" else signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.is_running():
+            time.sleep(0.05)
+        if self.is_running():
+            raise EmbeddedPostgresError(
+                f"PostgreSQL (pid {pid}) did not stop: {res.stderr.strip()}"
+            )
 
     def kill(self) -> None:
         """SIGKILL the postmaster (crash simulation); children exit on their own."""
