@@ -85,7 +85,7 @@ class RouteLike(Protocol):
 @dataclass(frozen=True)
 class DetectionParams:
     max_offset_m: float = 60.0  # fixes farther from the route are ignored
-    hysteresis_m: float = 30.0  # half-width of the dead band around each checkpoint
+    hysteresis_m: float = 45.0  # half-width of the dead band around each checkpoint
     max_gap_s: float = 300.0  # no interpolation across longer gaps between fixes
     max_speed_mps: float = 30.0  # a fix that jumps away and back faster is a GPS spike
     grid_cell_m: float = 100.0

@@ -44,7 +44,7 @@ class AnalyticsSettings(BaseSettings):
     )
     initial_lookback_s: float = Field(default=3600.0, ge=0)
     max_offset_m: float = Field(default=60.0, gt=0)
-    hysteresis_m: float = Field(default=30.0, gt=0)
+    hysteresis_m: float = Field(default=45.0, gt=0)
     max_gap_s: float = Field(default=300.0, gt=0)
     max_traversal_s: float = Field(default=1800.0, gt=0)
     area_refresh_s: float = Field(
