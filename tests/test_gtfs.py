@@ -229,6 +229,10 @@ def test_realtime_feed_matches_latest_positions(db_dsn: str, broker: MosquittoBr
         )
         assert r.status_code == 200
         assert r.headers["content-type"] == "application/x-protobuf"
+        layer = httpx.get(
+            f"{api.base}/api/v1/reports/congestion/live",
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
     feed = gtfs_realtime_pb2.FeedMessage()
     feed.ParseFromString(r.content)
     assert feed.header.gtfs_realtime_version == "2.0"
@@ -246,6 +250,14 @@ def test_realtime_feed_matches_latest_positions(db_dsn: str, broker: MosquittoBr
     moving = got["pp-B-001"]
     assert moving.trip.direction_id == 0 and moving.trip.trip_id == "B-0"
     assert moving.congestion_level == gtfs_realtime_pb2.VehiclePosition.SEVERE_CONGESTION
+    # The live congestion map layer shows the same segment.
+    (seg,) = layer["features"]
+    assert seg["properties"]["from_seq"] == 3 and seg["properties"]["to_seq"] == 4
+    assert seg["properties"]["congestion_level"] == pytest.approx(2.0)
+    assert seg["properties"]["gtfs_congestion"] == 4
+    first, last = seg["geometry"]["coordinates"][0], seg["geometry"]["coordinates"][-1]
+    assert first == pytest.approx([route.checkpoints[3].lon, route.checkpoints[3].lat], abs=1e-5)
+    assert last == pytest.approx([route.checkpoints[4].lon, route.checkpoints[4].lat], abs=1e-5)
     assert got["pp-B-002"].congestion_level == (
         gtfs_realtime_pb2.VehiclePosition.UNKNOWN_CONGESTION_LEVEL
     )

@@ -13,7 +13,7 @@ from api.deps import Pool
 from ingest.analytics import gtfs_realtime, reports
 from ingest.analytics.context import analytics_context
 
-__all__ = ["router"]
+__all__ = ["freeflow_speeds", "router"]
 
 router = APIRouter(tags=["gtfs"])
 
@@ -22,7 +22,7 @@ FREEFLOW_TTL_S: Final = 600.0
 _freeflow_cache: dict[int, tuple[float, dict[tuple[str, int, int], float]]] = {}
 
 
-async def _freeflow(pool: Pool) -> dict[tuple[str, int, int], float]:
+async def freeflow_speeds(pool: Pool) -> dict[tuple[str, int, int], float]:
     """Free-flow speeds per segment, recomputed at most every 10 minutes (per pool)."""
     cached = _freeflow_cache.get(id(pool))
     if cached is not None and time.monotonic() - cached[0] < FREEFLOW_TTL_S:
@@ -48,7 +48,7 @@ async def _freeflow(pool: Pool) -> dict[tuple[str, int, int], float]:
 )
 async def vehicle_positions(pool: Pool) -> Response:
     ctx = analytics_context()
-    freeflow = await _freeflow(pool)
+    freeflow = await freeflow_speeds(pool)
     async with pool.connection() as conn:
         cur = await conn.execute(
             gtfs_realtime.VANS_SQL,

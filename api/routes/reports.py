@@ -10,7 +10,9 @@ from fastapi.responses import Response
 
 from api.deps import Pool
 from api.errors import ApiError
-from ingest.analytics import reports
+from api.routes.gtfs import freeflow_speeds
+from ingest.analytics import gtfs_realtime, reports
+from ingest.analytics.congestion import gtfs_congestion_level
 from ingest.analytics.context import analytics_context
 
 __all__ = ["router"]
@@ -112,6 +114,51 @@ async def congestion(
         reports.freeflow_params(p, s.offpeak, s.freeflow_lookback_days),
     )
     return _respond(reports.congestion_rows(rows, ff), format, "congestion")
+
+
+@router.get(
+    "/congestion/live",
+    summary="Route segments of the last 15 minutes with their congestion level (GeoJSON)",
+)
+async def congestion_live(pool: Pool, route: Route = None) -> dict[str, Any]:
+    """A map layer: one LineString per segment and direction with recent data."""
+    ctx = analytics_context()
+    freeflow = await freeflow_speeds(pool)
+    live = await _fetch(pool, gtfs_realtime.LIVE_SEGMENTS_SQL, {})
+    levels = gtfs_realtime.segment_levels(live, freeflow)
+    features: list[dict[str, Any]] = []
+    for code, d, from_seq, med_t, length in live:
+        r = ctx.routes.get(code)
+        if r is None or (route and code != route):
+            continue
+        step = 1 if int(d) == 0 else -1
+        by_seq = {c.seq: c for c in r.checkpoints}
+        a, b = by_seq.get(int(from_seq)), by_seq.get(int(from_seq) + step)
+        if a is None or b is None:
+            continue
+        lo, hi = sorted((a.dist_m, b.dist_m))
+        inner = [float(x) for x in r.cum_m if lo < x < hi]
+        lat, lon = r.position_at([lo, *inner, hi])
+        coords = [[round(float(x), 6), round(float(y), 6)] for x, y in zip(lon, lat, strict=True)]
+        level = levels.get((code, int(d), int(from_seq)))
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "LineString", "coordinates": coords},
+                "properties": {
+                    "route": code,
+                    "direction": int(d),
+                    "from_seq": int(from_seq),
+                    "to_seq": int(from_seq) + step,
+                    "median_speed_kmh": round(length / med_t * 3.6, 1) if med_t else None,
+                    "congestion_level": None if level is None else round(level, 3),
+                    "gtfs_congestion": gtfs_congestion_level(
+                        float("nan") if level is None else level
+                    ),
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
 
 
 @router.get("/service", summary="Vans in service and vehicle-km per route per hour")
