@@ -341,3 +341,22 @@ def test_live_push_without_a_reachable_transport(db_dsn: str, broker: MosquittoB
                 frame = ws.receive_json()
             assert frame["vehicles"][0]["id"] == "van-t"
     gw.close()
+
+
+def test_live_feed_resubscribes_after_a_broker_restart(
+    db_dsn: str, broker: MosquittoBroker
+) -> None:
+    token = make_token(db_dsn)
+    with running_api(db_dsn, broker, ws_interval_ms=100) as api:
+        ws = ws_connect(api, token)
+        assert recv_json(ws)["type"] == "snapshot"
+        feed = api.app.state.feed
+        broker.kill()
+        wait_for(lambda: not feed.connected.is_set(), 10, "the feed to notice")
+        broker.start()
+        wait_for(feed.connected.is_set, 20, "the feed to reconnect and resubscribe")
+        gw = Gateway(broker)
+        gw.fix("van-r", now_ms(), -5.1, 119.4)
+        delta = recv_until(ws, lambda f: f["type"] == "delta", 10)
+        assert delta["vehicles"][0]["id"] == "van-r"  # the socket stayed open throughout
+        gw.close()

@@ -79,6 +79,7 @@ class MqttFeed:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(1, 5)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.set_raw_publish_handler(self._on_publish)
@@ -119,8 +120,23 @@ class MqttFeed:
             )
             return
         client.subscribe([(t, self.qos) for t in LIVE_TOPICS])
+        self.last_error = "connected; waiting for the subscription to be granted"
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        props: Any,
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            self.last_error = f"broker refused the live subscription: {', '.join(refused)}"
+            log.error("live subscription refused", extra={"reasons": refused})
+            return
         self.last_error = None
-        self.connected.set()
+        self.connected.set()  # ready: connected *and* subscribed
         log.info("live feed subscribed", extra={"broker": f"{self.host}:{self.port}"})
 
     def _on_disconnect(
