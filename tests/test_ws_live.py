@@ -360,3 +360,24 @@ def test_live_feed_resubscribes_after_a_broker_restart(
         delta = recv_until(ws, lambda f: f["type"] == "delta", 10)
         assert delta["vehicles"][0]["id"] == "van-r"  # the socket stayed open throughout
         gw.close()
+
+
+def test_many_vans_turning_stale_at_once(db_dsn: str, broker: MosquittoBroker) -> None:
+    token = make_token(db_dsn)
+    gw = Gateway(broker)
+    with running_api(db_dsn, broker, ws_interval_ms=100, stale_after_s=1) as api:
+        ws = ws_connect(api, token)
+        assert recv_json(ws)["type"] == "snapshot"
+        t = now_ms()
+        fix = f'{{"ts":{t},"lat":-5.1,"lon":119.4}}'
+        infos = [gw.client.publish(f"fleet/m{i:03d}/telemetry", fix, 1) for i in range(200)]
+        for info in infos:
+            info.wait_for_publish(10)
+        stale: set[str] = set()
+        deadline = time.monotonic() + 10
+        while len(stale) < 200 and time.monotonic() < deadline:
+            frame = recv_json(ws, 5)
+            if frame["type"] == "status" and frame["status"] == "stale":
+                stale.add(frame["vehicle_id"])
+        assert len(stale) == 200  # one status frame per van, written in one go
+    gw.close()

@@ -154,7 +154,8 @@ class LiveClient:
                 frame = self.pending.popleft()
                 try:
                     async with asyncio.timeout(self.slow_after_s):
-                        await ws.send_text(frame.text)
+                        for text in frame.texts():
+                            await ws.send_text(text)
                 except TimeoutError:
                     self.cut_off(f"send blocked for more than {self.slow_after_s} s")
                     return

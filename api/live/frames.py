@@ -70,12 +70,24 @@ class OutFrame:
     for servers whose transport is not reachable.  Both are built at most once.
     """
 
-    __slots__ = ("_text", "_wire", "payload")
+    __slots__ = ("_text", "_wire", "parts", "payload")
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, parts: list[OutFrame] | None = None) -> None:
         self.payload = payload
+        self.parts = parts
         self._wire: bytes | None = None
         self._text: str | None = None
+
+    @classmethod
+    def batch(cls, frames: list[OutFrame]) -> OutFrame:
+        """Several frames written as one (still separate websocket frames on the wire)."""
+        batch = cls(b"", parts=frames)
+        batch._wire = b"".join(f.wire for f in frames)
+        return batch
+
+    def texts(self) -> list[str]:
+        """The JSON text of each websocket frame this stands for."""
+        return [p.text for p in self.parts] if self.parts is not None else [self.text]
 
     @property
     def wire(self) -> bytes:

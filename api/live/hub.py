@@ -26,7 +26,7 @@ from api.live.frames import (
     encode_frame,
 )
 from api.live.mqtt_feed import FeedBatch
-from api.live.state import Changes, LiveState
+from api.live.state import Changes, LiveState, StatusChange
 from api.metrics import ApiMetrics
 
 __all__ = ["LiveHub"]
@@ -182,14 +182,11 @@ class LiveHub:
                     if shared is None:
                         shared = encode_frame(DeltaFrame(ts=ts, vehicles=vans))
                     client.offer(shared)
-            for change, status_frame in status_frames:
-                if not live_filter.matches_route(change.route):
-                    continue
-                located = change.lat is not None and change.lon is not None
-                if located and not live_filter.in_bbox(change.lat, change.lon):  # type: ignore[arg-type]
-                    continue
+            seen = [f for change, f in status_frames if _sees_status(live_filter, change)]
+            if seen:  # e.g. every van turning stale after an outage: one write per client
+                statuses = seen[0] if len(seen) == 1 else OutFrame.batch(seen)
                 for client in members:
-                    client.offer(status_frame)
+                    client.offer(statuses)
 
     async def close_all(self) -> None:
         for client in list(self.clients):
@@ -197,6 +194,14 @@ class LiveHub:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
                     await client.websocket.close(1001, "server shutting down")
+
+
+def _sees_status(live_filter: LiveFilter, change: StatusChange) -> bool:
+    if not live_filter.matches_route(change.route):
+        return False
+    if change.lat is None or change.lon is None:
+        return True
+    return live_filter.in_bbox(change.lat, change.lon)
 
 
 def _vans_for(live_filter: LiveFilter, changes: Changes) -> list[Vehicle]:
