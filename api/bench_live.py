@@ -20,12 +20,9 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +39,7 @@ from websockets.exceptions import ConnectionClosed
 
 from api.tokens import Role, create_token
 from broker.runner import MosquittoBroker, wait_for_port
+from fleet.mqtt.publisher import Publisher
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
 
@@ -91,76 +89,12 @@ class _Clients:
 # -- publisher process ------------------------------------------------------------------
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-class _RawPublisher:
-    """A minimal MQTT 3.1.1 QoS 1 publisher on a plain socket (load generation only).
-
-    On a 2-core box a paho publisher at 5,000 messages/s takes a third of a core away
-    from the system under test; this one frames PUBLISH packets itself, writes each
-    pacing slot's packets in one ``sendall`` and counts PUBACKs on a reader thread.
-    """
-
-    def __init__(self, port: int, username: str, password: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        body = (
-            _utf8("MQTT")
-            + bytes((4, 0xC2))  # level 3.1.1; username, password, clean session
-            + struct.pack("!H", 0)  # no keep-alive: the run is short
-            + _utf8(f"bench-pub-{os.getpid()}")
-            + _utf8(username)
-            + _utf8(password)
-        )
-        self.sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
-        connack = self.sock.recv(4)
-        if len(connack) < 4 or connack[0] != 0x20 or connack[3] != 0:
-            raise ConnectionError(f"broker refused the bench publisher: {connack!r}")
-        self.mid = 0
-        self.acked = 0
-        self._reader = threading.Thread(target=self._read_acks, daemon=True)
-        self._reader.start()
-
-    def _read_acks(self) -> None:
-        pending = b""
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            pending += data
-            whole = len(pending) // 4 * 4  # PUBACKs are 4 bytes; nothing else is expected
-            self.acked += whole // 4
-            pending = pending[whole:]
-
-    def packet(self, topic: bytes, payload: bytes) -> bytes:
-        self.mid = self.mid % 65535 + 1
-        variable = struct.pack("!H", len(topic)) + topic + struct.pack("!H", self.mid)
-        return b"\x32" + _remaining_length(len(variable) + len(payload)) + variable + payload
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.sendall(b"\xe0\x00")  # DISCONNECT
-            self.sock.close()
-
-
 def _publish(port: int, password: str, rate: int, vans: int, seconds: float, out: Queue) -> None:  # type: ignore[type-arg]
-    pub = _RawPublisher(port, "svc-gateway", password)
-    topics = [f"fleet/bench-{i:05d}/telemetry".encode() for i in range(vans)]
+    # fleet.mqtt's lean publisher: paho at 5,000 messages/s would take a third of a core
+    # away from the system under test on this 2-core box.
+    pub = Publisher(f"bench-pub-{os.getpid()}", "svc-gateway", password)
+    pub.connect("127.0.0.1", port)
+    topics = [f"fleet/bench-{i:05d}/telemetry" for i in range(vans)]
     sent = 0
     start = time.monotonic()
     end = start + seconds
@@ -176,15 +110,13 @@ def _publish(port: int, password: str, rate: int, vans: int, seconds: float, out
                 f'"lon":{119.38 + (i // 100) * 0.004:.6f},"speed":{(step % 15) * 1.0:.1f},'
                 f'"heading":{(i * 7) % 360}.0,"route":"{ROUTES[i % len(ROUTES)]}"}}'
             )
-            burst.append(pub.packet(topics[i], payload.encode()))
+            burst.append((topics[i], payload.encode()))
             sent += 1
         if burst:
-            pub.sock.sendall(b"".join(burst))
-        time.sleep(0.004)
+            pub.publish_many(burst)
+        pub.pump(0.004)
     elapsed = time.monotonic() - start
-    deadline = time.monotonic() + 10
-    while pub.acked < sent and time.monotonic() < deadline:
-        time.sleep(0.01)
+    pub.wait_acked(timeout=10)
     pub.close()
     out.put((sent, elapsed, pub.acked))
 

@@ -4,6 +4,12 @@ Flush when the batch holds ``batch_max_fixes`` fixes or ``batch_max_ms`` passed 
 its first message.  When the database fails, the same batch is retried with backoff
 and nothing is acknowledged meanwhile: the broker holds everything else (the MQTT 5
 Receive Maximum stops it from sending us more than that many unacknowledged messages).
+
+The MQTT side is :class:`fleet.mqtt.subscriber.MqttSubscriber` with a persistent session
+(Clean Start 0, a long Session Expiry: the broker queues while the worker is down) and
+manual acknowledgement: :meth:`~fleet.mqtt.subscriber.MqttSubscriber.ack` runs only
+after the batch holding the messages committed, and only for messages of the current
+connection (older ones are redelivered; the duplicate insert is a no-op).
 """
 
 from __future__ import annotations
@@ -24,14 +30,37 @@ from fleet.contract import (
     decode_telemetry,
     parse_topic,
 )
+from fleet.mqtt.subscriber import Message, MqttSubscriber, SubscriberOptions
 from fleet.settings import IngestSettings
 from ingest.metrics import IngestMetrics
-from ingest.mqtt_source import Inbound, MqttSource
 from ingest.writer import Batch, BatchWriter, DeadLetter
 
 __all__ = ["IngestWorker"]
 
 log = logging.getLogger(__name__)
+
+SUBSCRIPTIONS = ("fleet/+/telemetry", "fleet/+/status", "owntracks/+/+")
+KEEPALIVE_S = 30
+
+
+def subscriber_options(settings: IngestSettings) -> SubscriberOptions:
+    """Ingest's subscription: shared (scale-out), QoS 1, persistent, acked after commit."""
+    group = settings.share_group
+    return SubscriberOptions(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        client_id=settings.client_id,
+        topics=[f"$share/{group}/{t}" if group else t for t in SUBSCRIPTIONS],
+        qos=1,
+        clean_start=False,
+        session_expiry_s=settings.session_expiry_s,
+        receive_maximum=settings.receive_maximum,
+        manual_ack=True,
+        keepalive_s=KEEPALIVE_S,
+        refused_hint="check FLEET_MQTT_USERNAME / FLEET_MQTT_PASSWORD",
+    )
 
 
 class IngestWorker:
@@ -42,14 +71,14 @@ class IngestWorker:
         self.rules = Validation(
             max_future_ms=settings.max_future_s * 1000, max_age_ms=settings.max_age_s * 1000
         )
-        self.source = MqttSource(settings)
+        self.source = MqttSubscriber(subscriber_options(settings))
         self._writer: BatchWriter | None = None
         self.last_commit = 0.0
         self.db_ok = False
 
     # decoding --------------------------------------------------------------------------
 
-    def _add(self, msg: Inbound, batch: Batch, now_ms: int) -> None:
+    def _add(self, msg: Message, batch: Batch, now_ms: int) -> None:
         parsed = parse_topic(msg.topic)
         if parsed is None:
             self._reject(
@@ -86,7 +115,7 @@ class IngestWorker:
 
     # the loop --------------------------------------------------------------------------
 
-    def _collect(self, stop: threading.Event) -> list[Inbound]:
+    def _collect(self, stop: threading.Event) -> list[Message]:
         """Block for the first messages, then gather until the size or time limit."""
         inbox = self.source.inbox
         s = self.settings

@@ -1,13 +1,15 @@
-"""The API's MQTT subscription: paho-mqtt in its own thread, handing batches to the loop.
+"""The API's MQTT subscription: a reader thread of its own, handing batches to the loop.
 
-The paho network thread decodes each message (``fleet.contract.decode_telemetry``) and
-keeps only the newest fix per van in a pending map (bounded by the number of vans, so a
-busy event loop never makes it drop or queue without bound).  The first message after a
-hand-over wakes the loop once (``loop.call_soon_threadsafe``), which drains everything
-pending ``HANDOVER_S`` later into :class:`~api.live.state.LiveState`.  Clean session, non-shared
-subscription: every API replica sees every fix.  The client reads its socket in large
-chunks (:class:`~api.live.buffered_mqtt.BufferedClient`): stock paho falls behind at a few
-thousand messages a second.
+The reader thread (:class:`fleet.mqtt.subscriber.MqttSubscriber`) decodes each message
+(``fleet.contract.decode_telemetry``) and keeps only the newest fix per van in a pending
+map (bounded by the number of vans, so a busy event loop never makes it drop or queue
+without bound).  The first message after a hand-over wakes the loop once
+(``loop.call_soon_threadsafe``), which drains everything pending ``HANDOVER_S`` later
+into :class:`~api.live.state.LiveState`.  Clean start, non-shared subscription: every
+API replica sees every fix; retained status messages arrive after each
+(re)subscription.  QoS 1 messages are acknowledged as soon as a received burst is
+decoded (one write for the burst).  The subscriber reads its socket in large chunks:
+stock paho falls behind at a few thousand messages a second.
 """
 
 from __future__ import annotations
@@ -18,15 +20,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
-
-from api.live.buffered_mqtt import BufferedClient
 from api.live.state import normalise_status
 from fleet.contract import Fix, TopicKind, Validation, decode_telemetry, parse_topic
+from fleet.mqtt.subscriber import Message, MqttSubscriber, SubscriberOptions
 
 __all__ = ["LIVE_TOPICS", "FeedBatch", "MqttFeed"]
 
@@ -60,102 +57,57 @@ class MqttFeed:
         self.on_batch = on_batch
         self.qos = qos
         self.rules = Validation()
-        self.connected = threading.Event()
-        self.last_error: str | None = "not connected yet"
         self._lock = threading.Lock()
         self._fixes: dict[str, Fix] = {}
         self._statuses: list[tuple[str, str]] = []
         self._decoded = 0
         self._rejected = 0
         self._scheduled = False
-        self._stopping = False
-        self.client = BufferedClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"fleet-api-{uuid.uuid4().hex[:8]}",
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
+        self.subscriber = MqttSubscriber(
+            SubscriberOptions(
+                host=host,
+                port=port,
+                username=username,
+                password=password,
+                client_id=client_id or f"fleet-api-{uuid.uuid4().hex[:8]}",
+                topics=LIVE_TOPICS,
+                qos=qos,
+                clean_start=True,
+                manual_ack=False,
+                keepalive_s=30,
+                reconnect_max_s=5.0,
+                refused_hint="check FLEET_MQTT_USERNAME / FLEET_MQTT_PASSWORD",
+                read_chunk=256 * 1024,
+            ),
+            on_batch=self._on_messages,
         )
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.client.reconnect_delay_set(1, 5)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.set_raw_publish_handler(self._on_publish)
+        # Set once connected *and* subscribed (the health check's "ready").
+        self.connected: threading.Event = self.subscriber.subscribed
+
+    @property
+    def last_error(self) -> str | None:
+        return self.subscriber.last_error
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self.client.connect_async(self.host, self.port, keepalive=30)
-        self.client.loop_start()
+        self.subscriber.start()
 
     def stop(self) -> None:
-        self._stopping = True
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.subscriber.stop()
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
         """Publish (used for device commands); False when not connected."""
-        if not self.connected.is_set():
-            return False
-        info = self.client.publish(topic, payload, qos=qos)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+        return self.subscriber.publish(topic, payload, qos=qos)
 
-    # -- paho callbacks (network thread) ------------------------------------------------
+    # -- reader thread --------------------------------------------------------------------
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        props: Any,
-    ) -> None:
-        if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason}"
-            log.error(
-                "MQTT connect refused (check FLEET_MQTT_USERNAME/PASSWORD)",
-                extra={"broker": f"{self.host}:{self.port}", "reason": str(reason)},
-            )
-            return
-        client.subscribe([(t, self.qos) for t in LIVE_TOPICS])
-        self.last_error = "connected; waiting for the subscription to be granted"
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        props: Any,
-    ) -> None:
-        refused = [str(r) for r in reasons if r.is_failure]
-        if refused:
-            self.last_error = f"broker refused the live subscription: {', '.join(refused)}"
-            log.error("live subscription refused", extra={"reasons": refused})
-            return
-        self.last_error = None
-        self.connected.set()  # ready: connected *and* subscribed
-        log.info("live feed subscribed", extra={"broker": f"{self.host}:{self.port}"})
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        props: Any,
-    ) -> None:
-        self.connected.clear()
-        self.last_error = f"disconnected from broker: {reason}"
-        if self._stopping:
-            log.info("live feed disconnected (stopping)")
-        else:
-            log.warning("live feed disconnected; reconnecting", extra={"reason": str(reason)})
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._on_publish(msg.topic, bytes(msg.payload))
+    def _on_messages(self, batch: list[Message]) -> None:
+        for m in batch:
+            try:
+                self._on_publish(m.topic, m.payload)
+            except Exception:
+                log.exception("live message handler failed; message skipped")
 
     def _on_publish(self, topic: str, payload: bytes) -> None:
         parsed = parse_topic(topic)

@@ -1,10 +1,11 @@
-"""The few MQTT 5 packets ingest needs, encoded and decoded directly (OASIS MQTT 5.0).
+"""The few MQTT 5 packets the platform needs, encoded and decoded directly (OASIS MQTT 5.0).
 
 A general-purpose client (paho-mqtt) reads each packet with several ``recv`` calls and
 builds property objects per message, which caps one Python process at a few thousand
-messages per second.  Ingest only needs CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH
-(QoS 0 and 1, received), PUBACK (sent), PINGREQ/PINGRESP and DISCONNECT, so it parses
-them from one buffered stream here.  The load generator uses the same codec.
+messages per second.  The platform's own clients (:mod:`fleet.mqtt.subscriber`,
+:mod:`fleet.mqtt.publisher`) only need CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH
+(QoS 0 and 1), PUBACK, PINGREQ/PINGRESP and DISCONNECT, so they parse them from one
+buffered stream with the functions here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ __all__ = [
     "Publish",
     "connect_packet",
     "decode_connack",
+    "decode_publish",
     "puback_packet",
+    "puback_succeeded",
     "publish_packet",
     "split_packets",
     "subscribe_packet",
@@ -182,10 +185,19 @@ def puback_packet(packet_id: int) -> bytes:
     return b"\x40\x02" + struct.pack("!H", packet_id)
 
 
-def publish_packet(topic: bytes, payload: bytes, packet_id: int) -> bytes:
-    """QoS 1 PUBLISH without properties."""
-    rest = struct.pack("!H", len(topic)) + topic + struct.pack("!H", packet_id) + b"\x00"
-    return b"\x32" + varint(len(rest) + len(payload)) + rest + payload
+def puback_succeeded(body: bytes) -> bool:
+    """A PUBACK without a reason code, or with one below 0x80, acknowledges success."""
+    return len(body) < 3 or body[2] < 0x80
+
+
+def publish_packet(
+    topic: bytes, payload: bytes, packet_id: int, *, qos: int = 1, retain: bool = False
+) -> bytes:
+    """PUBLISH (QoS 0 or 1) without properties; ``packet_id`` is ignored for QoS 0."""
+    first = 0x30 | (qos << 1) | (1 if retain else 0)
+    rest = struct.pack("!H", len(topic)) + topic
+    rest += struct.pack("!H", packet_id) + b"\x00" if qos else b"\x00"
+    return bytes((first,)) + varint(len(rest) + len(payload)) + rest + payload
 
 
 @dataclass(frozen=True, slots=True)

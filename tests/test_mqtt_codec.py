@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from ingest import mqtt5
+from fleet.mqtt import codec as mqtt5
 
 
 def test_varint_round_trip_at_boundaries() -> None:
