@@ -123,8 +123,28 @@ class IngestChild:
             self.proc.wait(30)
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Where the bench runs: the database, the broker and the service passwords."""
+
+    dsn: str
+    port: int
+    ingest_password: str
+    gateway_password: str
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One benchmark run: the options, the target, the worker and where to report."""
+
+    opts: BenchOptions
+    target: _Target
+    worker: IngestChild
+    say: Callable[[str], None]
+
+
 @contextmanager
-def _infrastructure(opts: BenchOptions, workdir: Path) -> Iterator[tuple[str, int, str]]:
+def _infrastructure(opts: BenchOptions, workdir: Path) -> Iterator[_Target]:
     pg = None
     broker = None
     try:
@@ -143,7 +163,7 @@ def _infrastructure(opts: BenchOptions, workdir: Path) -> Iterator[tuple[str, in
             port = opts.mqtt_port
             creds = {"svc-ingest": os.environ.get("FLEET_MQTT_PASSWORD", "")}
             creds["svc-gateway"] = opts.mqtt_password or ""
-        yield dsn, port, creds["svc-ingest"] + "\n" + creds["svc-gateway"]
+        yield _Target(dsn, port, creds["svc-ingest"], creds["svc-gateway"])
     finally:
         if broker is not None:
             broker.stop()
@@ -201,14 +221,13 @@ def _wait_stored(dsn: str, prefix: str, target: int, timeout: float) -> tuple[in
 def run_ingest_bench(opts: BenchOptions, say: Callable[[str], None]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         workdir = Path(tmp)
-        with _infrastructure(opts, workdir) as (dsn, port, pw):
-            ingest_pw, gateway_pw = pw.split("\n")
+        with _infrastructure(opts, workdir) as target:
             env = {
                 **os.environ,
-                "FLEET_DSN": dsn,
-                "FLEET_MQTT_PORT": str(port),
+                "FLEET_DSN": target.dsn,
+                "FLEET_MQTT_PORT": str(target.port),
                 "FLEET_MQTT_USERNAME": "svc-ingest",
-                "FLEET_MQTT_PASSWORD": ingest_pw,
+                "FLEET_MQTT_PASSWORD": target.ingest_password,
                 "FLEET_METRICS_PORT": str(free_port()),
                 "FLEET_CLIENT_ID": "bench-ingest",
                 "FLEET_BATCH_MAX_FIXES": str(opts.batch_max_fixes),
@@ -218,27 +237,22 @@ def run_ingest_bench(opts: BenchOptions, say: Callable[[str], None]) -> dict[str
             }
             worker = IngestChild(env, workdir / "ingest.log")
             worker.start()
+            run = _Run(opts, target, worker, say)
             prefix = f"B{int(time.time()) % 100000}-"
             say(
                 f"load: {opts.rate:.0f} fixes/s from {opts.devices} devices in {opts.procs} "
                 f"processes for {opts.duration_s:.0f} s ({opts.per_message} fix/message)"
             )
-            figures = _steady_state(opts, dsn, port, gateway_pw, prefix, worker, say)
+            figures = _steady_state(run, prefix)
             if opts.backlog_s > 0:
-                figures |= _backlog(opts, dsn, port, gateway_pw, prefix + "L", worker, say)
+                figures |= _backlog(run, prefix + "L")
             worker.stop()
     return figures
 
 
-def _steady_state(
-    opts: BenchOptions,
-    dsn: str,
-    port: int,
-    gateway_pw: str,
-    prefix: str,
-    worker: IngestChild,
-    say: Callable[[str], None],
-) -> dict[str, float]:
+def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
+    opts, worker, say = run.opts, run.worker, run.say
+    dsn, port, gateway_pw = run.target.dsn, run.target.port, run.target.gateway_password
     window: dict[str, object] = {}
     out: list[list[LoadResult]] = []
     load = threading.Thread(
@@ -296,15 +310,9 @@ def _steady_state(
     return figures
 
 
-def _backlog(
-    opts: BenchOptions,
-    dsn: str,
-    port: int,
-    gateway_pw: str,
-    prefix: str,
-    worker: IngestChild,
-    say: Callable[[str], None],
-) -> dict[str, float]:
+def _backlog(run: _Run, prefix: str) -> dict[str, float]:
+    opts, worker, say = run.opts, run.worker, run.say
+    dsn, port, gateway_pw = run.target.dsn, run.target.port, run.target.gateway_password
     worker.stop()
     n = int(opts.rate * opts.backlog_s)
     say(f"backlog: worker stopped; publishing {n} fixes ({opts.backlog_s:.0f} s at target rate)")

@@ -86,7 +86,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         batch_max_fixes: int = typer.Option(1000),
         batch_max_ms: int = typer.Option(50),
         dsn: str = typer.Option(None, help="Use this database instead of an embedded one."),
-        mqtt_port: int = typer.Option(None, help="Use a running broker on 127.0.0.1."),
+        mqtt_port: int = typer.Option(
+            None,
+            help="Use a running broker on 127.0.0.1 (passwords of svc-ingest and svc-gateway "
+            "from FLEET_MQTT_PASSWORD and FLEET_GATEWAY_PASSWORD).",
+        ),
+        gateway_password: str = typer.Option(None, envvar="FLEET_GATEWAY_PASSWORD", hidden=True),
     ) -> None:
         """Measure sustained ingest rate, publish→commit latency, loss and duplicates."""
         from ingest.bench import BenchOptions, run_ingest_bench  # noqa: PLC0415
@@ -103,6 +108,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             batch_max_ms=batch_max_ms,
             dsn=dsn,
             mqtt_port=mqtt_port,
+            mqtt_password=gateway_password,
         )
         f = run_ingest_bench(opts, typer.echo)
         typer.echo(
