@@ -89,6 +89,7 @@ class MqttSubscriber:
         self.last_error: str | None = "not connected yet"
         self._stop = threading.Event()
         self._send_lock = threading.Lock()
+        self._conn_lock = threading.Lock()  # generation and _sock change together
         self._sock: socket.socket | None = None
         self._publish_ids = itertools.count()  # next() is atomic: publish() from any thread
         self._thread = threading.Thread(target=self._run, name="mqtt-reader", daemon=True)
@@ -117,11 +118,14 @@ class MqttSubscriber:
 
     def ack(self, messages: Sequence[Message]) -> int:
         """PUBACK the QoS 1 messages of the current connection in one write; return how many."""
-        gen = self.generation
+        # The generation and the socket are read together: a PUBACK must never leave on a
+        # newer connection than the one that received its PUBLISH (packet ids are reused).
+        with self._conn_lock:
+            gen, sock = self.generation, self._sock
         out = b"".join(
             codec.puback_packet(m.mid) for m in messages if m.qos == 1 and m.generation == gen
         )
-        return len(out) // 4 if out and self._send(out, "PUBACKs") else 0
+        return len(out) // 4 if out and self._send(out, "PUBACKs", sock) else 0
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
         """Send one PUBLISH on this connection (fire and forget); False when not connected."""
@@ -129,10 +133,9 @@ class MqttSubscriber:
             return False
         packet_id = next(self._publish_ids) % 65534 + 2  # 1 is SUBSCRIBE's
         packet = codec.publish_packet(topic.encode(), payload, packet_id, qos=qos, retain=retain)
-        return self._send(packet, "PUBLISH")
+        return self._send(packet, "PUBLISH", self._sock)
 
-    def _send(self, data: bytes, what: str) -> bool:
-        sock = self._sock
+    def _send(self, data: bytes, what: str, sock: socket.socket | None) -> bool:
         if sock is None:
             return False
         try:
@@ -165,7 +168,9 @@ class MqttSubscriber:
             raise codec.MqttProtocolError(f"{exc}; {o.refused_hint}", exc.reason_code) from None
         sock = session.sock
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, o.receive_buffer)
-        self.generation += 1
+        with self._conn_lock:
+            self.generation += 1
+            self._sock = sock
         log.info(
             "connected to broker",
             extra={
@@ -174,7 +179,13 @@ class MqttSubscriber:
                 "generation": self.generation,
             },
         )
-        sock.sendall(codec.subscribe_packet(SUBSCRIBE_ID, list(o.topics), qos=o.qos))
+        try:
+            sock.sendall(codec.subscribe_packet(SUBSCRIBE_ID, list(o.topics), qos=o.qos))
+        except OSError:
+            with self._conn_lock:
+                self._sock = None
+            sock.close()
+            raise
         sock.settimeout(o.keepalive_s / 2)
         return session
 
@@ -195,7 +206,6 @@ class MqttSubscriber:
                 continue
             delay = 0.5
             sock = session.sock
-            self._sock = sock
             self.last_error = "connected; waiting for the subscription to be granted"
             self.connected.set()
             try:
@@ -212,7 +222,8 @@ class MqttSubscriber:
             finally:
                 self.connected.clear()
                 self.subscribed.clear()
-                self._sock = None
+                with self._conn_lock:
+                    self._sock = None
                 sock.close()
 
     def _read_loop(self, session: Session) -> None:
