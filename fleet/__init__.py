@@ -2,8 +2,9 @@
 
 What every component shares lives here and nowhere else: the wire contract
 (:mod:`fleet.contract`), settings (:mod:`fleet.settings`), geometry
-(:mod:`fleet.geometry`), structured logging (:mod:`fleet.logs`) and the storage
-schema (:mod:`fleet.storage`).
+(:mod:`fleet.geometry`), the routes (:mod:`fleet.routes`), structured logging
+(:mod:`fleet.logs`), the storage schema (:mod:`fleet.storage`) and the lean MQTT 5
+client the hot paths use (:mod:`fleet.mqtt`).
 """
 
 __version__ = "0.1.0"
