@@ -35,21 +35,31 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         broker = MosquittoBroker(
             data_dir or s.data_dir, port=port or s.broker_port, bind=bind or s.broker_bind
         )
+        stopping = started = False
+
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            # Only signal Mosquitto here: the main thread is inside wait() (which holds
+            # the child's wait lock) and returns when Mosquitto has saved and exited.
+            # During start-up, only note it: start() must finish first.
+            nonlocal stopping
+            stopping = True
+            if started:
+                broker.terminate()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
         try:
             broker.start()
         except BrokerError as exc:
             _fail(str(exc))
-
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            broker.stop()
-            sys.exit(0)
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        started = True
+        if stopping:  # a signal arrived while Mosquitto was starting
+            broker.terminate()
         typer.echo(
             f"mosquitto listening on {broker.bind}:{broker.port}; config {broker.layout.config}"
         )
-        sys.exit(broker.wait())
+        code = broker.wait()
+        sys.exit(0 if stopping else code)
 
     @device.command("add")
     def device_add(

@@ -162,6 +162,11 @@ class MosquittoBroker:
                 self.proc.wait()
         self.proc = None
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting (safe in a signal handler); see :meth:`wait`."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()

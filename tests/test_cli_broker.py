@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 
 import psycopg
 
 from broker.credentials import PasswordFile, verify_password
+from broker.runner import wait_for_port
+from fleet.storage.embedded import free_port
 
 
 def fleet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -76,3 +80,31 @@ def test_bad_setting_is_one_clear_line():
     assert r.returncode == 2
     assert "FLEET_BATCH_MAX_FIXES" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_fleet_broker_stops_cleanly_on_sigterm(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fleet.cli",
+            "broker",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert wait_for_port("127.0.0.1", port, 30), "fleet broker did not listen"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0  # mosquitto is gone too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
