@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,12 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psycopg
 
 from broker.runner import MosquittoBroker
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
+from ingest.child import IngestChild, metric_value
 from ingest.loadgen import LoadResult, LoadSpec, publish_load
 
 __all__ = ["BenchOptions", "run_ingest_bench"]
@@ -60,13 +58,6 @@ def _histogram(text: str, name: str) -> dict[float, float]:
     return out
 
 
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
     """Prometheus-style histogram_quantile over the difference of two scrapes."""
     bounds = sorted(after)
@@ -85,42 +76,6 @@ def quantile(q: float, before: dict[float, float], after: dict[float, float]) ->
             return prev_bound + (bound - prev_bound) * frac
         prev_bound, prev_count = bound, cum
     return prev_bound
-
-
-class IngestChild:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.metrics_url = f"http://127.0.0.1:{env['FLEET_METRICS_PORT']}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fleet.cli", "ingest", "--no-migrate"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ingest exited; see {self.log_path}")
-            try:
-                if httpx.get(self.metrics_url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"ingest did not become healthy; see {self.log_path}")
-
-    def scrape(self) -> str:
-        return httpx.get(self.metrics_url + "/metrics", timeout=5).text
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
 
 
 @dataclass(frozen=True)
@@ -277,7 +232,7 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
     stored, _ = _wait_stored(dsn, prefix, acked, 60)
     before, after = str(window["before"]), str(window["after"])
     name = "fleet_ingest_fixes_stored_total"
-    rate = (_metric(after, name) - _metric(before, name)) / (t_b - t_a)
+    rate = (metric_value(after, name) - metric_value(before, name)) / (t_b - t_a)
     hb = _histogram(before, "fleet_ingest_lag_seconds")
     ha = _histogram(after, "fleet_ingest_lag_seconds")
     final = worker.scrape()
@@ -286,7 +241,7 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
         "p50_ms": quantile(0.5, hb, ha) * 1000,
         "p99_ms": quantile(0.99, hb, ha) * 1000,
         "lost": float(max(0, acked - stored)),
-        "dup": _metric(final, "fleet_ingest_fixes_duplicate_total"),
+        "dup": metric_value(final, "fleet_ingest_fixes_duplicate_total"),
         "published": float(published),
         "acked": float(acked),
         "stored": float(stored),
@@ -294,7 +249,7 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
     gen_rate = published / max(r.seconds for r in results)
     bb = _histogram(before, "fleet_ingest_batch_seconds")
     ba = _histogram(after, "fleet_ingest_batch_seconds")
-    batches = _metric(after, "fleet_ingest_batches_total") - _metric(
+    batches = metric_value(after, "fleet_ingest_batches_total") - metric_value(
         before, "fleet_ingest_batches_total"
     )
     mean_batch = rate * (t_b - t_a) / max(batches, 1)

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
 from broker.runner import MosquittoBroker
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
+from ingest.child import IngestChild
 
 
 class PgServer:
@@ -78,74 +74,32 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         b.stop()
 
 
-class IngestProcess:
-    """``fleet ingest`` as a child process (so tests can kill -9 it)."""
+class IngestProcess(IngestChild):
+    """``fleet ingest`` wired to a test broker and database (so tests can kill -9 it)."""
 
     def __init__(self, broker: MosquittoBroker, dsn: str, log_dir: Path, **env: str) -> None:
         self.broker = broker
         self.dsn = dsn
-        self.log_path = log_dir / "ingest.log"
         self.metrics_port = free_port()
-        self.env = {
-            **os.environ,
-            "FLEET_DSN": dsn,
-            "FLEET_MQTT_HOST": "127.0.0.1",
-            "FLEET_MQTT_PORT": str(broker.port),
-            "FLEET_MQTT_USERNAME": "svc-ingest",
-            "FLEET_MQTT_PASSWORD": broker.layout.service_credentials()["svc-ingest"],
-            "FLEET_METRICS_PORT": str(self.metrics_port),
-            "FLEET_CLIENT_ID": f"ingest-{uuid.uuid4().hex[:6]}",
-            "FLEET_LOG_LEVEL": "INFO",
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            {
+                **os.environ,
+                "FLEET_DSN": dsn,
+                "FLEET_MQTT_HOST": "127.0.0.1",
+                "FLEET_MQTT_PORT": str(broker.port),
+                "FLEET_MQTT_USERNAME": "svc-ingest",
+                "FLEET_MQTT_PASSWORD": broker.layout.service_credentials()["svc-ingest"],
+                "FLEET_METRICS_PORT": str(self.metrics_port),
+                "FLEET_CLIENT_ID": f"ingest-{uuid.uuid4().hex[:6]}",
+                "FLEET_LOG_LEVEL": "INFO",
+                **env,
+            },
+            log_dir / "ingest.log",
+            healthy_timeout=20,
+        )
 
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fleet.cli", "ingest", "--no-migrate"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.wait_healthy()
-
-    def wait_healthy(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ingest exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                r = httpx.get(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=1)
-                if r.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"ingest not healthy: {self.log_path.read_text()[-2000:]}")
-
-    def metric(self, name: str, labels: str = "") -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
-        key = f"{name}{{{labels}}}" if labels else name
-        for line in text.splitlines():
-            if line.startswith(key + " "):
-                return float(line.split()[-1])
-        return 0.0
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
 
 
 @pytest.fixture
