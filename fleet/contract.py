@@ -5,6 +5,7 @@ Topics::
     fleet/{vehicle_id}/telemetry   one fix, or {"fixes": [...]} (store-and-forward batch)
     fleet/{vehicle_id}/status      retained "online" / "offline" (the last will)
     fleet/{vehicle_id}/cmd         server → device commands
+    fleet/{vehicle_id}/ack         server → device storage receipts (fleet.receipts)
     owntracks/{user}/{device}      OwnTracks ``_type: location`` (vehicle id = user)
 
 A fix is identified by ``(vehicle_id, ts)``; the vehicle id always comes from the
@@ -25,6 +26,7 @@ import msgspec
 __all__ = [
     "MAX_BATCH_FIXES",
     "MAX_PAYLOAD_BYTES",
+    "MAX_SEQ",
     "VEHICLE_ID_RE",
     "Command",
     "DecodeResult",
@@ -38,12 +40,14 @@ __all__ = [
     "encode_batch",
     "encode_fix",
     "parse_topic",
+    "receipt_topic",
     "status_topic",
     "telemetry_topic",
 ]
 
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 MAX_BATCH_FIXES: Final = 1000
+MAX_SEQ: Final = 2**63  # seq is a per-device counter in [0, 2^63): PostgreSQL's bigint
 VEHICLE_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_SPEED_MS: Final = 100.0  # 360 km/h: anything above is a broken receiver
 MAX_ACCURACY_M: Final = 100_000.0
@@ -127,6 +131,7 @@ class TopicKind(enum.Enum):
     TELEMETRY = "telemetry"
     STATUS = "status"
     CMD = "cmd"
+    ACK = "ack"
     OWNTRACKS = "owntracks"
 
 
@@ -140,6 +145,10 @@ def status_topic(vehicle_id: str) -> str:
 
 def cmd_topic(vehicle_id: str) -> str:
     return f"fleet/{vehicle_id}/cmd"
+
+
+def receipt_topic(vehicle_id: str) -> str:
+    return f"fleet/{vehicle_id}/ack"
 
 
 def parse_topic(topic: str) -> tuple[TopicKind, str] | None:
