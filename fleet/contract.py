@@ -25,17 +25,24 @@ import msgspec
 
 __all__ = [
     "MAX_BATCH_FIXES",
+    "MAX_DEPTH",
     "MAX_PAYLOAD_BYTES",
     "MAX_SEQ",
+    "ROUTE_RE",
+    "STATUS_OFFLINE",
+    "STATUS_ONLINE",
     "VEHICLE_ID_RE",
     "Command",
     "DecodeResult",
+    "Decoded",
     "Fix",
     "Reason",
     "Rejection",
     "TopicKind",
     "Validation",
     "cmd_topic",
+    "decode_message",
+    "decode_status",
     "decode_telemetry",
     "encode_batch",
     "encode_fix",
@@ -48,7 +55,11 @@ __all__ = [
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 MAX_BATCH_FIXES: Final = 1000
 MAX_SEQ: Final = 2**63  # seq is a per-device counter in [0, 2^63): PostgreSQL's bigint
+MAX_DEPTH: Final = 8  # JSON nesting: a batch needs 3 ({"fixes": [{...}]})
 VEHICLE_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Route codes (trayek) as printed on the vans: "B", "E1", "05-A"; nothing else reaches the
+# database, the map or a report.
+ROUTE_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,15}\Z")
 MAX_SPEED_MS: Final = 100.0  # 360 km/h: anything above is a broken receiver
 MAX_ACCURACY_M: Final = 100_000.0
 STATUS_ONLINE: Final = "online"
@@ -75,6 +86,12 @@ class Reason(enum.StrEnum):
     HEADING_OUT_OF_RANGE = "heading_out_of_range"
     ACCURACY_OUT_OF_RANGE = "accuracy_out_of_range"
     NOT_A_LOCATION = "not_a_location"
+    SEQ_OUT_OF_RANGE = "seq_out_of_range"
+    BAD_ROUTE = "bad_route"
+    TOO_DEEP = "too_deep"
+    BAD_STATUS = "bad_status"
+    UNDECODABLE = "undecodable"  # the decoder itself failed: a bug, still only this message
+    DATABASE_REFUSED = "database_refused"  # PostgreSQL refused the row (SQLSTATE 22/23)
 
 
 class Fix(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -168,7 +185,9 @@ def parse_topic(topic: str) -> tuple[TopicKind, str] | None:
 class Rejection:
     reason: Reason
     detail: str
-    fragment: bytes  # the offending payload or fix, for the dead-letter table
+    fragment: bytes  # the offending payload or fix
+    seq: int | None = None  # the refused fix's seq, when it had a usable one
+    one_fix: bool = False  # one fix of the message refused (else the whole message)
 
 
 @dataclass(slots=True)
@@ -189,6 +208,9 @@ _telemetry_decoder = msgspec.json.Decoder(_Telemetry)
 _owntracks_decoder = msgspec.json.Decoder(_OwnTracks)
 _encoder = msgspec.json.Encoder()
 _NON_FINITE = re.compile(rb"\b(NaN|-?Infinity)\b")
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_OPENERS = frozenset(b"[{")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def encode_fix(fix: Fix) -> bytes:
@@ -238,6 +260,14 @@ def check_fix(fix: Fix, now_ms: int, rules: Validation) -> tuple[Reason, str] | 
         if not math.isfinite(accuracy):
             return Reason.NON_FINITE, "accuracy must be a finite number"
         return Reason.ACCURACY_OUT_OF_RANGE, f"accuracy {accuracy} m out of range"
+    if fix.seq is not None and not 0 <= fix.seq < MAX_SEQ:
+        return Reason.SEQ_OUT_OF_RANGE, f"seq {str(fix.seq)[:24]} outside [0, 2^63)"
+    if fix.route is not None and not ROUTE_RE.match(fix.route):
+        shown = fix.route[:20].encode("unicode_escape").decode("ascii")
+        return Reason.BAD_ROUTE, (
+            f"route '{shown}' is not a route code (1-16 of A-Z a-z 0-9 _ . -, "
+            "starting with a letter or digit)"
+        )
     return None
 
 
@@ -247,7 +277,25 @@ def _screen(fixes: list[Fix], now_ms: int, rules: Validation, out: DecodeResult)
         if problem is None:
             out.fixes.append(fix)
         else:
-            out.rejections.append(Rejection(problem[0], problem[1], _encoder.encode(fix)))
+            seq = fix.seq if fix.seq is not None and 0 <= fix.seq < MAX_SEQ else None
+            out.rejections.append(
+                Rejection(problem[0], problem[1], _encoder.encode(fix), seq, one_fix=True)
+            )
+
+
+def _nesting_depth(payload: bytes) -> int:
+    """How deep the JSON containers nest (strings skipped); cheap for ordinary payloads."""
+    if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
+        return 0  # cannot nest deeper than it has containers
+    brackets = _STRINGS.sub(b"", payload).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for b in brackets:
+        if b in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def decode_telemetry(
@@ -258,6 +306,11 @@ def decode_telemetry(
     if len(payload) > MAX_PAYLOAD_BYTES:
         detail = f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}"
         out.rejections.append(Rejection(Reason.PAYLOAD_TOO_LARGE, detail, payload))
+        return out
+    depth = _nesting_depth(payload)
+    if depth > MAX_DEPTH:
+        detail = f"JSON nested {depth} levels deep > {MAX_DEPTH}"
+        out.rejections.append(Rejection(Reason.TOO_DEEP, detail, payload))
         return out
     if kind is TopicKind.OWNTRACKS:
         return _decode_owntracks(payload, now_ms, rules, out)
@@ -328,4 +381,71 @@ def _decode_owntracks(
         accuracy=msg.acc,
     )
     _screen([fix], now_ms, rules, out)
+    return out
+
+
+_status_decoder = msgspec.json.Decoder(str | dict[str, str])
+
+
+def decode_status(payload: bytes) -> str | None:
+    """``online`` / ``offline`` from a status payload, or None when it is neither.
+
+    Accepted: the plain word (what the contract asks for), a JSON string ``"online"``, or
+    ``{"status": "online"}``; case and surrounding white space do not matter.
+    """
+    if len(payload) > 256:
+        return None
+    text = payload.strip()
+    if text[:1] in (b'"', b"{"):
+        try:
+            value = _status_decoder.decode(text)
+        except msgspec.DecodeError:
+            return None
+        word = value.get("status", "") if isinstance(value, dict) else value
+    else:
+        word = text.decode("ascii", "replace")
+    word = word.strip().lower()
+    return word if word in (STATUS_ONLINE, STATUS_OFFLINE) else None
+
+
+@dataclass(slots=True)
+class Decoded:
+    """One MQTT message, decoded: fixes or a status, and what was refused."""
+
+    kind: TopicKind | None  # None: not a contract topic
+    vehicle_id: str
+    fixes: list[Fix] = field(default_factory=list)
+    status: str | None = None
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def decode_message(topic: str, payload: bytes, now_ms: int, rules: Validation) -> Decoded:
+    """The one decoder for every consumer (ingest, the live feed). Never raises.
+
+    Telemetry and OwnTracks topics give fixes, status topics a status; a ``cmd`` or
+    ``ack`` topic (server → device) gives nothing. Anything refused is a rejection; an
+    unexpected failure of the decoder itself refuses this message only (``undecodable``).
+    """
+    parsed = parse_topic(topic)
+    if parsed is None:
+        out = Decoded(None, "")
+        out.rejections.append(
+            Rejection(Reason.BAD_TOPIC, "topic is not part of the contract", payload)
+        )
+        return out
+    kind, vehicle_id = parsed
+    out = Decoded(kind, vehicle_id)
+    try:
+        if kind is TopicKind.STATUS:
+            out.status = decode_status(payload)
+            if out.status is None:
+                out.rejections.append(
+                    Rejection(Reason.BAD_STATUS, "status must be 'online' or 'offline'", payload)
+                )
+        elif kind in (TopicKind.TELEMETRY, TopicKind.OWNTRACKS):
+            result = decode_telemetry(kind, vehicle_id, payload, now_ms, rules)
+            out.fixes, out.rejections = result.fixes, result.rejections
+    except Exception as exc:  # a decoder bug must cost this message, never the worker
+        out.fixes, out.status = [], None
+        out.rejections = [Rejection(Reason.UNDECODABLE, f"{type(exc).__name__}: {exc}", payload)]
     return out

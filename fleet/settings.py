@@ -68,6 +68,21 @@ class IngestSettings(CommonSettings):
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     metrics_bind: str = "127.0.0.1"
     db_retry_max_s: float = Field(default=5.0, gt=0)
+    inbox_max_mb: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Received messages held before the worker stops reading from the broker.",
+    )
+    receipts: bool = Field(
+        default=True, description="Send storage receipts on fleet/{vehicle_id}/ack."
+    )
+    receipt_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="At most one receipt per device per interval."
+    )
+    rejected_retention_days: int = Field(
+        default=30, ge=1, description="Dead letters (rejected_messages) are kept this long."
+    )
     analytics: bool = Field(
         default=True,
         description="Run the analytics loop (passages, congestion, alerts) in this process; "

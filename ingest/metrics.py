@@ -36,6 +36,10 @@ class IngestMetrics:
         self.status_updates = Counter(p + "status_updates", "Status messages applied")
         self.batches = Counter(p + "batches", "Batches committed")
         self.db_errors = Counter(p + "db_errors", "Failed batch writes (retried)")
+        self.receipts = Counter(p + "receipts_sent", "Storage receipts published")
+        self.receipts_dropped = Counter(
+            p + "receipts_dropped", "Receipts not sent (broker unreachable; devices resend)"
+        )
         self.batch_seconds = Histogram(
             p + "batch_seconds",
             "First message received → batch committed",

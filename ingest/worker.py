@@ -15,25 +15,23 @@ connection (older ones are redelivered; the duplicate insert is a no-op).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 
 import psycopg
 
 from fleet.contract import (
-    STATUS_OFFLINE,
-    STATUS_ONLINE,
+    Decoded,
     Reason,
-    TopicKind,
+    Rejection,
     Validation,
-    decode_telemetry,
-    parse_topic,
+    decode_message,
 )
 from fleet.mqtt.subscriber import Message, MqttSubscriber, SubscriberOptions
+from fleet.receipts import ReceiptBook
 from fleet.settings import IngestSettings
 from ingest.metrics import IngestMetrics
-from ingest.writer import Batch, BatchWriter, DeadLetter
+from ingest.writer import BatchWriter, DeadLetter, Item, WriteResult, is_data_error, printable
 
 __all__ = ["IngestWorker"]
 
@@ -41,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = ("fleet/+/telemetry", "fleet/+/status", "owntracks/+/+")
 KEEPALIVE_S = 30
+BATCH_MAX_BYTES = 16 * 1024 * 1024  # payload bytes held by one batch
 
 
 def subscriber_options(settings: IngestSettings) -> SubscriberOptions:
@@ -60,6 +59,7 @@ def subscriber_options(settings: IngestSettings) -> SubscriberOptions:
         manual_ack=True,
         keepalive_s=KEEPALIVE_S,
         refused_hint="check FLEET_MQTT_USERNAME / FLEET_MQTT_PASSWORD",
+        max_inbox_bytes=settings.inbox_max_mb * 1024 * 1024,
     )
 
 
@@ -72,81 +72,102 @@ class IngestWorker:
             max_future_ms=settings.max_future_s * 1000, max_age_ms=settings.max_age_s * 1000
         )
         self.source = MqttSubscriber(subscriber_options(settings))
+        self.receipts = ReceiptBook()
         self._writer: BatchWriter | None = None
         self.last_commit = 0.0
         self.db_ok = False
+        self._receipts_sent_at = 0.0
+        self._expired_at = 0.0
 
     # decoding --------------------------------------------------------------------------
 
-    def _add(self, msg: Message, batch: Batch, now_ms: int) -> None:
-        parsed = parse_topic(msg.topic)
-        if parsed is None:
-            self._reject(
-                batch, msg.topic, Reason.BAD_TOPIC, "topic is not part of the contract", msg.payload
-            )
-            return
-        kind, vehicle_id = parsed
-        if kind is TopicKind.STATUS:
-            status = msg.payload.decode("utf-8", "replace").strip().lower()
-            if status in (STATUS_ONLINE, STATUS_OFFLINE):
-                batch.statuses[vehicle_id] = status
-            else:
-                self._reject(
-                    batch,
-                    msg.topic,
-                    Reason.WRONG_SHAPE,
-                    "status must be 'online' or 'offline'",
-                    msg.payload,
-                )
-            return
-        if kind is TopicKind.CMD:
-            return  # not subscribed; commands are server → device
-        result = decode_telemetry(kind, vehicle_id, msg.payload, now_ms, self.rules)
-        for fix in result.fixes:
-            batch.fixes.append((vehicle_id, fix))
-        self.metrics.fixes_received.inc(len(result.fixes))
-        for rej in result.rejections:
-            self._reject(batch, msg.topic, rej.reason, rej.detail, rej.fragment)
-
-    def _reject(self, batch: Batch, topic: str, reason: Reason, detail: str, raw: bytes) -> None:
-        self.metrics.rejected.labels(reason.value).inc()
-        log.info("rejected input", extra={"topic": topic, "reason": reason.value, "detail": detail})
-        batch.dead_letters.append(DeadLetter(topic, reason.value, detail, raw))
-
-    # the loop --------------------------------------------------------------------------
-
-    def _collect(self, stop: threading.Event) -> list[Message]:
-        """Block for the first messages, then gather until the size or time limit."""
-        inbox = self.source.inbox
-        s = self.settings
+    def _decode(self, msg: Message, now_ms: int) -> Item:
+        """One message → one batch item. Never raises: a failure costs this message only."""
         try:
-            messages = inbox.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        deadline = messages[0].received + s.batch_max_ms / 1000.0
-        while len(messages) < s.batch_max_fixes and not stop.is_set():
-            remaining = deadline - time.monotonic()
-            try:
-                more = inbox.get_nowait() if remaining <= 0 else inbox.get(timeout=remaining)
-            except queue.Empty:
-                break
-            messages.extend(more)
-        return messages
+            decoded = decode_message(msg.topic, msg.payload, now_ms, self.rules)
+        except Exception as exc:  # decode_message already catches; this is the last line
+            log.exception("decoder failed", extra={"topic": printable(msg.topic, 200)})
+            decoded = Decoded(None, "")
+            decoded.rejections.append(Rejection(Reason.UNDECODABLE, repr(exc), msg.payload))
+        item = Item(msg.topic, msg.payload, decoded.vehicle_id, decoded.fixes, decoded.status)
+        self.metrics.fixes_received.inc(len(decoded.fixes))
+        if decoded.rejections:
+            item.dead_letter = self._dead_letter(msg, decoded.rejections)
+            item.refused_seqs = [r.seq for r in decoded.rejections if r.seq is not None]
+        return item
 
-    def _write_until_committed(self, batch: Batch, stop: threading.Event) -> bool:
+    def _dead_letter(self, msg: Message, rejections: list[Rejection]) -> DeadLetter:
+        """One dead letter for the message, however many of its fixes were refused."""
+        for r in rejections:
+            self.metrics.rejected.labels(r.reason.value).inc()
+        first = rejections[0]
+        bad_fixes = sum(1 for r in rejections if r.one_fix)
+        detail = first.detail
+        if len(rejections) > 1:
+            detail += f" (and {len(rejections) - 1} more refused in this message)"
+        topic = printable(msg.topic, 200)
+        log.info(
+            "rejected input",
+            extra={
+                "topic": topic,
+                "reason": first.reason.value,
+                "detail": printable(detail, 200),
+                "bad_fixes": bad_fixes,
+            },
+        )
+        return DeadLetter(topic, first.reason.value, detail, msg.payload, bad_fixes)
+
+    # storing ---------------------------------------------------------------------------
+
+    def _write_isolating(self, items: list[Item]) -> WriteResult:
+        """Write ``items``; when PostgreSQL refuses their data, find the messages to blame.
+
+        Bisects: each half is written in its own transaction, down to the single message,
+        which is then dead-lettered (its fixes refused) and the rest committed. Raises
+        only for errors that are not about the data (connection, server): retry those.
+        """
+        assert self._writer is not None
+        try:
+            return self._writer.write(items)
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            if len(items) > 1:
+                mid = len(items) // 2
+                a = self._write_isolating(items[:mid])
+                b = self._write_isolating(items[mid:])
+                return WriteResult(a.stored + b.stored, a.duplicates + b.duplicates)
+            item = items[0]
+            state = getattr(exc, "sqlstate", None) or type(exc).__name__
+            text = str(exc).strip()
+            detail = f"PostgreSQL refused it ({state}): {text.splitlines()[0] if text else ''}"
+            reason = Reason.DATABASE_REFUSED.value
+            self.metrics.rejected.labels(reason).inc()
+            item.refuse(reason, detail)
+            log.warning(
+                "message refused by the database, dead-lettered",
+                extra={"vehicle_id": item.vehicle_id, "detail": printable(detail, 200)},
+            )
+            return self._writer.write([item])
+
+    def _write_until_committed(self, items: list[Item], stop: threading.Event) -> bool:
         delay = 0.1
         while True:
             try:
                 if self._writer is None:
                     self._writer = BatchWriter(self.dsn)
-                result = self._writer.write(batch)
-            except psycopg.Error as exc:
+                result = self._write_isolating(items)
+            except Exception as exc:
+                # Not about the data: the connection or the server. Nothing is
+                # acknowledged; the same batch is retried until it commits.
                 self.db_ok = False
                 self.metrics.db_errors.inc()
                 log.warning(
                     "database write failed, retrying in %.1f s (nothing acknowledged): %s",
                     delay,
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    printable(str(exc).strip().splitlines()[0], 300)
+                    if str(exc).strip()
+                    else type(exc).__name__,
                 )
                 if self._writer is not None:
                     self._writer.close()
@@ -158,8 +179,67 @@ class IngestWorker:
             self.db_ok = True
             self.metrics.fixes_stored.inc(result.stored)
             self.metrics.duplicates.inc(result.duplicates)
-            self.metrics.status_updates.inc(len(batch.statuses))
+            self.metrics.status_updates.inc(sum(1 for i in items if i.status is not None))
             return True
+
+    # receipts and housekeeping -------------------------------------------------------
+
+    def _note_receipts(self, items: list[Item]) -> None:
+        if not self.settings.receipts:
+            return
+        book = self.receipts
+        for item in items:
+            vid = item.vehicle_id
+            for fix in item.fixes:
+                book.stored(vid, fix.seq, fix.ts)
+            for seq in item.refused_seqs:
+                book.rejected(vid, seq)
+
+    def _send_receipts(self, now: float) -> None:
+        """At most one receipt per device per interval: whatever committed since the last."""
+        if not self.receipts or now - self._receipts_sent_at < self.settings.receipt_interval_s:
+            return
+        self._receipts_sent_at = now
+        sent = failed = 0
+        for topic, payload in self.receipts.drain():
+            if self.source.publish(topic, payload, qos=1):
+                sent += 1
+            else:
+                failed += 1  # the device resends, the duplicate is receipted again
+        self.metrics.receipts.inc(sent)
+        if failed:
+            self.metrics.receipts_dropped.inc(failed)
+
+    def _expire_dead_letters(self, now: float) -> None:
+        if self._writer is None or now - self._expired_at < 3600:
+            return
+        self._expired_at = now
+        try:
+            gone = self._writer.expire_dead_letters(self.settings.rejected_retention_days)
+        except psycopg.Error as exc:
+            log.warning("could not expire old dead letters (will try again): %s", exc)
+            return
+        if gone:
+            log.info("expired old dead letters", extra={"deleted": gone})
+
+    # the loop --------------------------------------------------------------------------
+
+    def _collect(self, stop: threading.Event) -> list[Message]:
+        """Block for the first messages, then gather until the size, byte or time limit."""
+        take = self.source.take
+        s = self.settings
+        messages = take(0.2)
+        if messages is None:
+            return []
+        size = sum(len(m.payload) for m in messages)
+        deadline = messages[0].received + s.batch_max_ms / 1000.0
+        while len(messages) < s.batch_max_fixes and size < BATCH_MAX_BYTES and not stop.is_set():
+            more = take(deadline - time.monotonic())
+            if more is None:
+                break
+            messages.extend(more)
+            size += sum(len(m.payload) for m in more)
+        return messages
 
     def run(self, stop: threading.Event) -> None:
         self.source.start()
@@ -167,32 +247,32 @@ class IngestWorker:
         try:
             while not stop.is_set():
                 messages = self._collect(stop)
+                now = time.monotonic()
+                self._send_receipts(now)
                 if not messages:
+                    self._expire_dead_letters(now)
                     continue
                 m.messages.inc(len(messages))
                 m.pending.set(len(messages) + self.source.inbox.qsize())
-                batch = Batch()
                 now_ms = int(time.time() * 1000)
-                for msg in messages:
-                    self._add(msg, batch, now_ms)
-                if not self._write_until_committed(batch, stop):
+                items = [self._decode(msg, now_ms) for msg in messages]
+                if not self._write_until_committed(items, stop):
                     break  # stopping with an uncommitted batch: nothing acked, broker redelivers
                 acked = self.source.ack(messages)
+                self._note_receipts(items)
                 commit_t = time.time()
                 self.last_commit = commit_t
                 m.batches.inc()
                 m.last_commit.set(commit_t)
                 m.batch_seconds.observe(time.monotonic() - messages[0].received)
                 observe = m.lag_seconds.observe
-                for _, fix in batch.fixes:
-                    observe(max(0.0, commit_t - fix.ts / 1000.0))
+                for item in items:
+                    for fix in item.fixes:
+                        observe(max(0.0, commit_t - fix.ts / 1000.0))
                 log.debug(
                     "batch committed",
                     extra={
                         "messages": len(messages),
-                        "fixes": len(batch.fixes),
-                        "rejected": len(batch.dead_letters),
-                        "statuses": len(batch.statuses),
                         "acked": acked,
                         "ms": round((time.monotonic() - messages[0].received) * 1000, 1),
                     },

@@ -1,5 +1,9 @@
 """One batch, one transaction: COPY fixes into a staging table, insert the new ones.
 
+A batch is a list of :class:`Item`, one per MQTT message, so that a message whose data
+PostgreSQL refuses can be found and dead-lettered alone (the worker bisects on
+:func:`is_data_error`).
+
 ``(vehicle_id, ts)`` is the identity of a fix: ``INSERT ... ON CONFLICT DO NOTHING``
 makes redelivery, store-and-forward backfill and repeats no-ops, and the count of rows
 actually inserted tells new fixes from duplicates.  The same transaction keeps each
@@ -17,7 +21,7 @@ import psycopg
 
 from fleet.contract import Fix
 
-__all__ = ["Batch", "BatchWriter", "DeadLetter", "WriteResult"]
+__all__ = ["BatchWriter", "DeadLetter", "Item", "WriteResult", "is_data_error", "printable"]
 
 DEAD_LETTER_PAYLOAD_BYTES: Final = 1024
 
@@ -93,34 +97,74 @@ ON CONFLICT (vehicle_id) DO UPDATE SET status = EXCLUDED.status, status_at = EXC
 """
 
 _DEAD_LETTER: Final = (
-    "INSERT INTO rejected_messages (topic, reason, detail, payload) VALUES (%s, %s, %s, %s)"
+    "INSERT INTO rejected_messages (topic, reason, detail, payload, bad_fixes)"
+    " VALUES (%s, %s, %s, %s, %s)"
 )
+
+# Dead letters older than the retention go, a bounded slice at a time (short locks).
+_EXPIRE_DEAD_LETTERS: Final = """
+DELETE FROM rejected_messages WHERE id IN (
+    SELECT id FROM rejected_messages
+    WHERE received_at < now() - make_interval(days => %s)
+    ORDER BY received_at LIMIT 10000
+)
+"""
+
+# Shown instead of control characters in text columns (PostgreSQL refuses NUL outright).
+_CONTROL = dict.fromkeys([*range(0x20), 0x7F], "\N{REPLACEMENT CHARACTER}")
+
+
+def printable(text: str, limit: int = 500) -> str:
+    """``text`` cut to ``limit`` characters, control characters replaced."""
+    return text[:limit].translate(_CONTROL)
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """One rejected message: its topic, why, and the first KiB of what it carried."""
+
     topic: str
     reason: str
     detail: str
     payload: bytes
+    bad_fixes: int = 0  # fixes of this message that were refused (0: no fix was readable)
 
 
 @dataclass(slots=True)
-class Batch:
-    """What one transaction writes."""
+class Item:
+    """What one MQTT message contributes to a batch."""
 
-    fixes: list[tuple[str, Fix]] = field(default_factory=list)
-    statuses: dict[str, str] = field(default_factory=dict)  # last status per van wins
-    dead_letters: list[DeadLetter] = field(default_factory=list)
+    topic: str
+    payload: bytes
+    vehicle_id: str
+    fixes: list[Fix] = field(default_factory=list)
+    status: str | None = None
+    dead_letter: DeadLetter | None = None
+    refused_seqs: list[int] = field(default_factory=list)  # for the storage receipt
 
-    def __len__(self) -> int:
-        return len(self.fixes) + len(self.statuses) + len(self.dead_letters)
+    def refuse(self, reason: str, detail: str) -> None:
+        """Turn this message into a dead letter only: every fix in it refused."""
+        old = self.dead_letter
+        bad_fixes = len(self.fixes) + (old.bad_fixes if old else 0)
+        self.dead_letter = DeadLetter(self.topic, reason, detail, self.payload, bad_fixes)
+        self.refused_seqs += [f.seq for f in self.fixes if f.seq is not None]
+        self.fixes, self.status = [], None
 
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     stored: int
     duplicates: int
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True when the data itself was refused (SQLSTATE class 22/23 or a value that cannot
+    be encoded): retrying cannot help, the offending message must be isolated."""
+    if isinstance(exc, psycopg.Error):
+        if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+            return True
+        return (exc.sqlstate or "")[:2] in ("22", "23")
+    return isinstance(exc, OverflowError | ValueError | TypeError | UnicodeError)
 
 
 class BatchWriter:
@@ -134,46 +178,58 @@ class BatchWriter:
     def close(self) -> None:
         self.conn.close()
 
-    def write(self, batch: Batch) -> WriteResult:
+    def write(self, items: list[Item]) -> WriteResult:
+        """One transaction for every item: all committed, or none (and the error raised)."""
         conn = self.conn
-        stored = 0
+        stored = fixes = 0
+        statuses: dict[str, str] = {}  # last status per van wins
+        dead: list[DeadLetter] = []
         try:
             with conn.cursor() as cur:
-                if batch.fixes:
+                if any(item.fixes for item in items):
                     with cur.copy(_COPY) as copy:
                         copy.set_types(_COPY_TYPES)
                         write_row = copy.write_row
-                        for vid, f in batch.fixes:
-                            write_row(
-                                (
-                                    vid,
-                                    f.ts,
-                                    f.lat,
-                                    f.lon,
-                                    f.speed,
-                                    f.heading,
-                                    f.accuracy,
-                                    f.route,
-                                    f.seq,
+                        for item in items:
+                            vid = item.vehicle_id
+                            for f in item.fixes:
+                                write_row(
+                                    (
+                                        vid,
+                                        f.ts,
+                                        f.lat,
+                                        f.lon,
+                                        f.speed,
+                                        f.heading,
+                                        f.accuracy,
+                                        f.route,
+                                        f.seq,
+                                    )
                                 )
-                            )
+                            fixes += len(item.fixes)
                     cur.execute(_INSERT)
                     row = cur.fetchone()
                     stored = int(row[0]) if row else 0
                     cur.execute(_LATEST)
-                for vid, status in sorted(batch.statuses.items()):
+                for item in items:
+                    if item.status is not None:
+                        statuses[item.vehicle_id] = item.status
+                    if item.dead_letter is not None:
+                        dead.append(item.dead_letter)
+                for vid, status in sorted(statuses.items()):
                     cur.execute(_STATUS, (vid, status))
-                if batch.dead_letters:
+                if dead:
                     cur.executemany(
                         _DEAD_LETTER,
                         [
                             (
-                                d.topic,
+                                printable(d.topic, 300),
                                 d.reason,
-                                d.detail[:500],
+                                printable(d.detail),
                                 d.payload[:DEAD_LETTER_PAYLOAD_BYTES],
+                                d.bad_fixes,
                             )
-                            for d in batch.dead_letters
+                            for d in dead
                         ],
                     )
             conn.commit()
@@ -182,4 +238,21 @@ class BatchWriter:
                 with contextlib.suppress(psycopg.Error):
                     conn.rollback()
             raise
-        return WriteResult(stored=stored, duplicates=len(batch.fixes) - stored)
+        return WriteResult(stored=stored, duplicates=fixes - stored)
+
+    def expire_dead_letters(self, retain_days: int) -> int:
+        """Delete dead letters older than ``retain_days``; return how many went."""
+        deleted = 0
+        try:
+            with self.conn.cursor() as cur:
+                while True:
+                    cur.execute(_EXPIRE_DEAD_LETTERS, (retain_days,))
+                    self.conn.commit()
+                    deleted += cur.rowcount
+                    if cur.rowcount < 10000:
+                        return deleted
+        except BaseException:
+            if not self.conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    self.conn.rollback()
+            raise

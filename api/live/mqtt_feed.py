@@ -1,10 +1,10 @@
 """The API's MQTT subscription: a reader thread of its own, handing batches to the loop.
 
 The reader thread (:class:`fleet.mqtt.subscriber.MqttSubscriber`) decodes each message
-(``fleet.contract.decode_telemetry``) and keeps only the newest fix per van in a pending
-map (bounded by the number of vans, so a busy event loop never makes it drop or queue
-without bound).  The first message after a hand-over wakes the loop once
-(``loop.call_soon_threadsafe``), which drains everything pending ``HANDOVER_S`` later
+with the same decoder as ingest (``fleet.contract.decode_message``) and keeps only the
+newest fix per van in a pending map (bounded by the number of vans, so a busy event loop
+never makes it drop or queue without bound).  The first message after a hand-over wakes
+the loop once (``loop.call_soon_threadsafe``), which drains everything pending ``HANDOVER_S`` later
 into :class:`~api.live.state.LiveState`.  Clean start, non-shared subscription: every
 API replica sees every fix; retained status messages arrive after each
 (re)subscription.  QoS 1 messages are acknowledged as soon as a received burst is
@@ -21,8 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from api.live.state import normalise_status
-from fleet.contract import Fix, TopicKind, Validation, decode_telemetry, parse_topic
+from fleet.contract import Fix, Validation, decode_message
 from fleet.mqtt.subscriber import Message, MqttSubscriber, SubscriberOptions
 
 __all__ = ["LIVE_TOPICS", "FeedBatch", "MqttFeed"]
@@ -110,33 +109,25 @@ class MqttFeed:
                 log.exception("live message handler failed; message skipped")
 
     def _on_publish(self, topic: str, payload: bytes) -> None:
-        parsed = parse_topic(topic)
-        if parsed is None:
-            return
-        kind, vehicle_id = parsed
-        if kind is TopicKind.STATUS:
-            status = normalise_status(payload)
-            if status is None:
-                return
+        decoded = decode_message(topic, payload, int(time.time() * 1000), self.rules)
+        if decoded.status is not None:
             with self._lock:
-                self._statuses.append((vehicle_id, status))
+                self._statuses.append((decoded.vehicle_id, decoded.status))
                 self._schedule_locked()
             return
-        if kind is TopicKind.CMD:
-            return
-        now_ms = int(time.time() * 1000)
-        result = decode_telemetry(kind, vehicle_id, payload, now_ms, self.rules)
+        if decoded.kind is None:
+            return  # not a contract topic
         newest: Fix | None = None
-        for fix in result.fixes:
+        for fix in decoded.fixes:
             if newest is None or fix.ts > newest.ts:
                 newest = fix
         with self._lock:
-            self._decoded += len(result.fixes)
-            self._rejected += len(result.rejections)
+            self._decoded += len(decoded.fixes)
+            self._rejected += len(decoded.rejections)
             if newest is not None:
-                held = self._fixes.get(vehicle_id)
+                held = self._fixes.get(decoded.vehicle_id)
                 if held is None or newest.ts > held.ts:
-                    self._fixes[vehicle_id] = newest
+                    self._fixes[decoded.vehicle_id] = newest
             self._schedule_locked()
 
     def _schedule_locked(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from api.live.frames import STATUS_OFFLINE, STATUS_ONLINE, STATUS_STALE, Vehicle
+from api.live.frames import STATUS_ONLINE, STATUS_STALE, Vehicle
 from fleet.contract import Fix
 
 __all__ = ["Changes", "LiveState", "StatusChange"]
@@ -158,14 +158,3 @@ class LiveState:
 
     def _status_event(self, van: Vehicle, status: str) -> None:
         self._statuses.append(StatusChange(van.id, status, van.route, van.lat, van.lon))
-
-
-def normalise_status(payload: bytes) -> str | None:
-    """``online``/``offline`` (plain, quoted or ``{"status": ...}``); None when neither."""
-    text = payload.decode("utf-8", "replace").strip().strip('"').lower()
-    if text.startswith("{"):
-        for word in (STATUS_ONLINE, STATUS_OFFLINE):
-            if f'"{word}"' in text:
-                return word
-        return None
-    return text if text in (STATUS_ONLINE, STATUS_OFFLINE) else None

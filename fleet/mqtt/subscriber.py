@@ -23,6 +23,7 @@ topic (retained messages follow the SUBACK).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -71,6 +72,13 @@ class SubscriberOptions:
     refused_hint: str = "check the MQTT user name and password"
     read_chunk: int = 1 << 20
     receive_buffer: int = 4 * 1024 * 1024
+    # Inbox bound (inbox mode): past this many bytes queued the reader stops reading, so
+    # TCP holds the rest at the broker; QoS 0 has no Receive Maximum to bound it otherwise.
+    max_inbox_bytes: int = 64 * 1024 * 1024
+
+
+# What one queued message costs beyond its payload (object, topic, list slot), roughly.
+MESSAGE_OVERHEAD_BYTES = 256
 
 
 BatchHandler = Callable[[list[Message]], None]
@@ -83,6 +91,10 @@ class MqttSubscriber:
         self.options = options
         self.on_batch = on_batch
         self.inbox: queue.SimpleQueue[list[Message]] = queue.SimpleQueue()
+        self._inbox_bytes = 0
+        self._inbox_room = threading.Condition()
+        self._out_quota = threading.BoundedSemaphore(65535)  # the broker's Receive Maximum
+        self._out_inflight: set[int] = set()
         self.generation = 0
         self.connected = threading.Event()  # CONNACK received
         self.subscribed = threading.Event()  # ... and every topic granted
@@ -127,13 +139,52 @@ class MqttSubscriber:
         )
         return len(out) // 4 if out and self._send(out, "PUBACKs", sock) else 0
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
-        """Send one PUBLISH on this connection (fire and forget); False when not connected."""
-        if not self.connected.is_set():
+    def take(self, timeout: float) -> list[Message] | None:
+        """The next received batch from :attr:`inbox` (inbox mode), or None after ``timeout``."""
+        try:
+            batch = self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
+        except queue.Empty:
+            return None
+        size = sum(len(m.payload) for m in batch) + MESSAGE_OVERHEAD_BYTES * len(batch)
+        with self._inbox_room:
+            self._inbox_bytes -= size
+            self._inbox_room.notify_all()
+        return batch
+
+    @property
+    def inbox_bytes(self) -> int:
+        return self._inbox_bytes
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, wait: float = 5.0
+    ) -> bool:
+        """Send one PUBLISH on this connection; False when not connected.
+
+        A QoS 1 PUBLISH counts against the broker's Receive Maximum until its PUBACK
+        arrives; when the window is full this waits up to ``wait`` seconds for room, then
+        gives up (False). Nothing is resent after a reconnect: callers that need the
+        message to arrive decide themselves (a storage receipt is simply sent again later).
+        """
+        with self._conn_lock:
+            gen, sock = self.generation, self._sock
+        if sock is None or not self.connected.is_set():
             return False
-        packet_id = next(self._publish_ids) % 65534 + 2  # 1 is SUBSCRIBE's
+        packet_id = 0
+        if qos:
+            if not self._out_quota.acquire(timeout=wait):
+                return False
+            with self._conn_lock:
+                if self.generation != gen:  # reconnected meanwhile: a fresh window
+                    self._release_quota()
+                    return False
+                packet_id = next(self._publish_ids) % 65534 + 2  # 1 is SUBSCRIBE's
+                self._out_inflight.add(packet_id)
         packet = codec.publish_packet(topic.encode(), payload, packet_id, qos=qos, retain=retain)
-        return self._send(packet, "PUBLISH", self._sock)
+        return self._send(packet, "PUBLISH", sock)
+
+    def _release_quota(self) -> None:
+        with contextlib.suppress(ValueError):  # released more than acquired: a stale PUBACK
+            self._out_quota.release()
 
     def _send(self, data: bytes, what: str, sock: socket.socket | None) -> bool:
         if sock is None:
@@ -171,6 +222,10 @@ class MqttSubscriber:
         with self._conn_lock:
             self.generation += 1
             self._sock = sock
+            # our QoS 1 publishes of the old connection are gone with it: a fresh window
+            quota = max(1, min(session.connack.receive_maximum, 65535))
+            self._out_quota = threading.BoundedSemaphore(quota)
+            self._out_inflight = set()
         log.info(
             "connected to broker",
             extra={
@@ -262,6 +317,11 @@ class MqttSubscriber:
             if ptype == codec.PUBLISH:
                 p = decode(first, body)
                 batch.append(Message(p.packet_id, p.qos, p.topic, p.payload, gen, now))
+            elif ptype == codec.PUBACK:
+                packet_id = int.from_bytes(body[:2], "big")
+                if packet_id in self._out_inflight:
+                    self._out_inflight.discard(packet_id)
+                    self._release_quota()
             elif ptype == codec.SUBACK:
                 self._on_suback(body)
             elif ptype == codec.DISCONNECT:
@@ -269,9 +329,22 @@ class MqttSubscriber:
                 raise codec.MqttProtocolError(
                     f"broker disconnected us: {codec.reason_text(code)}", code
                 )
-            # PUBACK (of our publish), PINGRESP and anything else: nothing to do
+            # PINGRESP and anything else: nothing to do
         if batch:
             self._deliver(batch)
+
+    def _wait_for_room(self) -> None:
+        """Block the reader while the inbox is over its byte bound (TCP back-pressure).
+
+        Keeps the connection alive meanwhile (PINGREQ every half keepalive): a worker
+        that waits for the database must not also lose its broker connection.
+        """
+        limit = self.options.max_inbox_bytes
+        ping_every = self.options.keepalive_s / 2
+        with self._inbox_room:
+            while self._inbox_bytes > limit and not self._stop.is_set():
+                if not self._inbox_room.wait(timeout=ping_every) and self._inbox_bytes > limit:
+                    self._send(codec.PINGREQ_PACKET, "PINGREQ", self._sock)
 
     def _on_suback(self, body: bytes) -> None:
         refused = [
@@ -289,6 +362,10 @@ class MqttSubscriber:
 
     def _deliver(self, batch: list[Message]) -> None:
         if self.on_batch is None:
+            size = sum(len(m.payload) for m in batch) + MESSAGE_OVERHEAD_BYTES * len(batch)
+            self._wait_for_room()
+            with self._inbox_room:
+                self._inbox_bytes += size
             self.inbox.put(batch)
         else:
             try:

@@ -246,4 +246,15 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 );
 """,
 )
-MIGRATIONS.append(API_TOKENS)  # version 2 is reserved for the analytics tables
+MIGRATIONS.append(API_TOKENS)
+
+DEAD_LETTERS_PER_MESSAGE = Migration(
+    version=4,
+    name="one dead letter per rejected message, with its count of refused fixes",
+    sql="""
+ALTER TABLE rejected_messages ADD COLUMN IF NOT EXISTS bad_fixes integer NOT NULL DEFAULT 0;
+COMMENT ON COLUMN rejected_messages.bad_fixes IS
+    'fixes of the message that were refused (0: nothing in it was readable as a fix)';
+""",
+)
+MIGRATIONS.append(DEAD_LETTERS_PER_MESSAGE)
