@@ -9,7 +9,15 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 __all__ = ["HealthServer", "IngestMetrics"]
 
@@ -26,31 +34,41 @@ LAG_BUCKETS = (
 class IngestMetrics:
     """All counters in one place; names follow Prometheus conventions."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         p = "fleet_ingest_"
-        self.messages = Counter(p + "messages_received", "MQTT messages received")
-        self.fixes_received = Counter(p + "fixes_received", "Valid fixes decoded")
-        self.fixes_stored = Counter(p + "fixes_stored", "Fixes newly stored (committed)")
-        self.duplicates = Counter(p + "fixes_duplicate", "Fixes already stored (no-op)")
-        self.rejected = Counter(p + "rejected", "Rejected input, by reason", ["reason"])
-        self.status_updates = Counter(p + "status_updates", "Status messages applied")
-        self.batches = Counter(p + "batches", "Batches committed")
-        self.db_errors = Counter(p + "db_errors", "Failed batch writes (retried)")
-        self.receipts = Counter(p + "receipts_sent", "Storage receipts published")
+        r = registry
+        self.messages = Counter(p + "messages_received", "MQTT messages received", registry=r)
+        self.fixes_received = Counter(p + "fixes_received", "Valid fixes decoded", registry=r)
+        self.fixes_stored = Counter(
+            p + "fixes_stored", "Fixes newly stored (committed)", registry=r
+        )
+        self.duplicates = Counter(p + "fixes_duplicate", "Fixes already stored (no-op)", registry=r)
+        self.rejected = Counter(p + "rejected", "Rejected input, by reason", ["reason"], registry=r)
+        self.status_updates = Counter(p + "status_updates", "Status messages applied", registry=r)
+        self.batches = Counter(p + "batches", "Batches committed", registry=r)
+        self.db_errors = Counter(p + "db_errors", "Failed batch writes (retried)", registry=r)
+        self.receipts = Counter(p + "receipts_sent", "Storage receipts published", registry=r)
         self.receipts_dropped = Counter(
-            p + "receipts_dropped", "Receipts not sent (broker unreachable; devices resend)"
+            p + "receipts_dropped",
+            "Receipts not sent (broker unreachable; devices resend)",
+            registry=r,
         )
         self.batch_seconds = Histogram(
             p + "batch_seconds",
             "First message received → batch committed",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.lag_seconds = Histogram(
-            p + "lag_seconds", "Fix timestamp → committed, per fix", buckets=LAG_BUCKETS
+            p + "lag_seconds", "Fix timestamp → committed, per fix", buckets=LAG_BUCKETS, registry=r
         )
-        self.pending = Gauge(p + "pending_messages", "Received, not yet committed and acked")
-        self.connected = Gauge(p + "mqtt_connected", "1 while connected to the broker")
-        self.last_commit = Gauge(p + "last_commit_timestamp_seconds", "Unix time of last commit")
+        self.pending = Gauge(
+            p + "pending_messages", "Received, not yet committed and acked", registry=r
+        )
+        self.connected = Gauge(p + "mqtt_connected", "1 while connected to the broker", registry=r)
+        self.last_commit = Gauge(
+            p + "last_commit_timestamp_seconds", "Unix time of last commit", registry=r
+        )
 
 
 class HealthServer:

@@ -212,3 +212,36 @@ def test_immediate_ack_qos0_gets_retained_status_and_can_publish(broker: Mosquit
     finally:
         api.stop()
         pub.close()
+
+
+def test_inbox_is_bounded_in_bytes_and_qos0_cannot_flood_it(broker: MosquittoBroker) -> None:
+    """QoS 0 has no Receive Maximum: the byte bound stops the reader, TCP holds the rest."""
+    limit, chunk = 64 * 1024, 16 * 1024
+    sub = MqttSubscriber(
+        ingest_options(broker, qos=0, max_inbox_bytes=limit, read_chunk=chunk, client_id="b0")
+    )
+    sub.start()
+    try:
+        wait_for(sub.subscribed.is_set, 10, "subscription")
+        pub = gateway(broker)
+        payload = b"x" * 1024
+        pub.publish_many(((f"fleet/v{i % 50}/telemetry", payload) for i in range(2000)))
+        pub.close()
+        # the reader stops once over the bound: at most one more read lands on top of it
+        time.sleep(0.5)
+        assert sub.inbox_bytes <= limit + chunk + 2048
+        received = 0
+        while (batch := sub.take(1.0)) is not None:
+            assert sub.inbox_bytes <= limit + chunk + 2048
+            received += len(batch)
+        # QoS 0 carries no guarantee: the broker drops what it cannot send (Mosquitto keeps
+        # about max_inflight_messages for a slow reader), but memory stayed bounded here and
+        # reading goes on.
+        assert received >= limit // 1024
+        pub = gateway(broker, "test-pub-2")
+        pub.publish_many([("fleet/v1/telemetry", b"after")])
+        pub.close()
+        batch = sub.take(5.0)
+        assert batch is not None and batch[-1].payload == b"after"
+    finally:
+        sub.stop()
