@@ -225,7 +225,7 @@ def test_inbox_is_bounded_in_bytes_and_qos0_cannot_flood_it(broker: MosquittoBro
         wait_for(sub.subscribed.is_set, 10, "subscription")
         pub = gateway(broker)
         payload = b"x" * 1024
-        pub.publish_many(((f"fleet/v{i % 50}/telemetry", payload) for i in range(2000)))
+        pub.publish_many((f"fleet/v{i % 50}/telemetry", payload) for i in range(2000))
         pub.close()
         # the reader stops once over the bound: at most one more read lands on top of it
         time.sleep(0.5)
