@@ -28,6 +28,7 @@ COMPONENTS: Final = (
     "api.cli",
     "api.demo",
     "ingest.analytics.cli",
+    "devtools.cli",
 )
 
 app = typer.Typer(
@@ -52,7 +53,9 @@ def _register_components() -> None:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # component not built yet
+            # component not built yet, or its package not shipped (devtools is not in
+            # the service image)
+            if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
                 continue
             raise
         module.register(app, GROUPS)

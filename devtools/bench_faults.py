@@ -1,0 +1,243 @@
+"""``fleet bench faults``: kill -9 every process of the write path; count what was lost.
+
+Receipt-aware devices (:class:`~devtools.receipt_devices.ReceiptDevices`) publish at a
+fixed rate while the benchmark SIGKILLs, at the fixed times of :func:`schedule` (scaled
+to the duration), Mosquitto, the PostgreSQL postmaster and ``fleet ingest`` — each
+under live load and each while a backlog is queued or being drained — and restarts
+each on its own data directory. Then generation stops, the devices' queues drain (every
+generated fix settled by a receipt, or the timeout), and :mod:`devtools.audit` counts,
+from what was *generated*, what is missing from ``positions`` and what is there twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from devtools.audit import Audit, audit_run
+from devtools.receipt_devices import DeviceOptions, FixPlan, ReceiptDevices
+from devtools.rig import FaultRig
+
+__all__ = ["FaultOptions", "FaultReport", "Step", "run_faults_bench", "schedule"]
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class FaultOptions:
+    duration_s: float = 120.0
+    devices: int = 500
+    rate: float = 2000.0
+    resend_after_s: float = 10.0
+    resend_max_s: float = 30.0
+    drain_timeout_s: float = 300.0
+    keep_dir: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    """One fault. ``at_s`` from the start of load; a step never starts before the last ended."""
+
+    at_s: float
+    action: str  # kill-broker | kill-postgres | kill-ingest | ingest-down | ingest-up
+    when: str  # live | backlog | draining
+
+    def describe(self) -> str:
+        what = {
+            "kill-broker": "kill -9 Mosquitto, restart on its data dir",
+            "kill-postgres": "kill -9 the PostgreSQL postmaster, restart on its data dir",
+            "kill-ingest": "kill -9 fleet ingest, restart it",
+            "ingest-down": "kill -9 fleet ingest and leave it down (a backlog builds)",
+            "ingest-up": "start fleet ingest (it drains the backlog)",
+        }[self.action]
+        return f"{self.at_s:6.1f} s  {what}  [{self.when}]"
+
+
+def schedule(duration_s: float) -> list[Step]:
+    """The fixed fault times for a run of ``duration_s`` seconds of load.
+
+    Live faults and the backlog window scale with the duration; the two kills during the
+    drain follow the ingest restart at once (a backlog of a few minutes' load drains in
+    seconds: 27,000 fixes/s, docs/benchmarks.md), each right after the previous step.
+    """
+    d = duration_s
+    up = 0.60 * d
+    return [
+        Step(0.10 * d, "kill-broker", "live"),
+        Step(0.20 * d, "kill-postgres", "live"),
+        Step(0.30 * d, "kill-ingest", "live"),
+        Step(0.40 * d, "ingest-down", "backlog"),
+        Step(0.50 * d, "kill-broker", "backlog"),
+        Step(up, "ingest-up", "backlog"),
+        Step(up + 0.5, "kill-postgres", "draining"),
+        Step(up + 1.0, "kill-ingest", "draining"),
+    ]
+
+
+@dataclass(frozen=True)
+class FaultReport:
+    audit: Audit
+    confirmed: int
+    drain_s: float
+    drained: bool  # every generated fix settled by a receipt before the timeout
+
+    @property
+    def ok(self) -> bool:
+        return self.audit.clean and self.drained
+
+    def last_line(self) -> str:
+        a = self.audit
+        return (
+            f"generated={a.generated} confirmed={self.confirmed} stored={a.stored} "
+            f"lost={a.lost} dup_rows={a.dup_rows} drain_s={self.drain_s:.1f}"
+        )
+
+
+def _stored(dsn: str, prefix: str) -> str:
+    """Rows of this run so far, or '?' while the database is down."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM positions WHERE vehicle_id LIKE %s", (prefix + "%",)
+            ).fetchone()
+    except psycopg.Error:
+        return "?"
+    return str(row[0]) if row else "0"
+
+
+class _Run:
+    def __init__(self, opts: FaultOptions, rig: FaultRig, say: Callable[[str], None]) -> None:
+        self.opts = opts
+        self.rig = rig
+        self.say = say
+        self.prefix = f"F{int(time.time()) % 100000}-"
+        ids = [f"{self.prefix}{i:05d}" for i in range(opts.devices)]
+        self.plan = FixPlan.paced(opts.devices, opts.rate)
+        self.devices = ReceiptDevices(
+            DeviceOptions(
+                host="127.0.0.1",
+                port=rig.broker.port,
+                password=rig.creds["svc-gateway"],
+                device_ids=ids,
+                rate=opts.rate,
+                plan=self.plan,
+                resend_after_s=opts.resend_after_s,
+                resend_max_s=opts.resend_max_s,
+            )
+        )
+        self.t0 = 0.0
+
+    def status(self) -> str:
+        d = self.devices
+        return (
+            f"generated={d.generated} confirmed={d.confirmed} open={d.open} "
+            f"resent={d.resent} stored={_stored(self.rig.dsn, self.prefix)}"
+        )
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _do(self, step: Step) -> str:
+        rig = self.rig
+        if step.action == "kill-broker":
+            pid = rig.kill_broker()
+            t = time.monotonic()
+            rig.restart_broker()
+            return f"mosquitto pid {pid} killed; back in {time.monotonic() - t:.1f} s"
+        if step.action == "kill-postgres":
+            pid = rig.kill_postgres()
+            t = time.monotonic()
+            rig.restart_postgres()
+            return f"postmaster pid {pid} killed; back in {time.monotonic() - t:.1f} s"
+        if step.action == "kill-ingest":
+            pid = rig.kill_ingest()
+            t = time.monotonic()
+            rig.start_ingest()
+            return f"ingest pid {pid} killed; healthy again in {time.monotonic() - t:.1f} s"
+        if step.action == "ingest-down":
+            return f"ingest pid {rig.kill_ingest()} killed; stays down"
+        if step.action == "ingest-up":
+            t = time.monotonic()
+            rig.start_ingest()
+            return f"ingest healthy in {time.monotonic() - t:.1f} s"
+        raise ValueError(step.action)
+
+    def run_schedule(self, steps: list[Step]) -> None:
+        next_progress = PROGRESS_EVERY_S
+        pending = list(steps)
+        while self.elapsed() < self.opts.duration_s:
+            now = self.elapsed()
+            if pending and now >= pending[0].at_s:
+                step = pending.pop(0)
+                before = f"open={self.devices.open}"
+                outcome = self._do(step)
+                self.say(
+                    f"t={now:5.1f}s {step.action} [{step.when}] {before}: {outcome}; "
+                    f"open={self.devices.open}"
+                )
+                continue
+            if now >= next_progress:
+                self.say(f"t={now:5.1f}s {self.status()}")
+                next_progress += PROGRESS_EVERY_S
+            time.sleep(0.05)
+        for step in pending:  # a duration too short for the schedule still restores all
+            self.say(f"t={self.elapsed():5.1f}s {step.action} (late): {self._do(step)}")
+
+
+def run_faults_bench(opts: FaultOptions, say: Callable[[str], None]) -> FaultReport:
+    workdir = Path(tempfile.mkdtemp(prefix="fleet-faults-"))
+    rig = FaultRig(workdir)
+    try:
+        say(f"state in {workdir}; starting PostgreSQL, Mosquitto and fleet ingest")
+        rig.start()
+        run = _Run(opts, rig, say)
+        steps = schedule(opts.duration_s)
+        say(
+            f"load: {opts.rate:.0f} fixes/s from {opts.devices} receipt-aware devices "
+            f"for {opts.duration_s:.0f} s (resend after {opts.resend_after_s:.0f} s, "
+            f"up to {opts.resend_max_s:.0f} s); schedule:"
+        )
+        for step in steps:
+            say("  " + step.describe())
+        run.devices.start()
+        run.t0 = time.monotonic()
+        try:
+            run.run_schedule(steps)
+            run.devices.stop_generating()
+            say(f"t={run.elapsed():5.1f}s generation stopped; draining: {run.status()}")
+            t_drain = time.monotonic()
+            drained = _drain(run, opts.drain_timeout_s)
+            drain_s = time.monotonic() - t_drain
+            say(f"drained={drained} in {drain_s:.1f} s: {run.status()}")
+        finally:
+            run.devices.close()
+        result = audit_run(rig.dsn, run.devices.generated_counts(), run.plan)
+        if result.stray:
+            say(f"stray rows (no generated fix has their ts): {result.stray}")
+        return FaultReport(result, run.devices.confirmed, drain_s, drained)
+    finally:
+        try:
+            rig.close()
+        finally:
+            if opts.keep_dir:
+                say(f"state kept in {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _drain(run: _Run, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run.devices.wait_confirmed(min(PROGRESS_EVERY_S, deadline - time.monotonic())):
+            return True
+        run.say(f"t={run.elapsed():5.1f}s draining: {run.status()}")
+    return run.devices.wait_confirmed(0)
