@@ -28,6 +28,7 @@ class Recorder:
         self.rejected: list[str] = []
         self.status: dict[str, list[tuple[str, bool]]] = defaultdict(list)
         self.lag_ms: list[int] = []  # receive time - fix ts, single fixes only
+        self.arrivals: dict[tuple[str, int], list[float]] = defaultdict(list)  # monotonic
         self.ready = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -57,6 +58,9 @@ class Recorder:
             res = decode_telemetry(kind, vid, msg.payload, now, Validation())
             self.rejected.extend(f"{vid}: {r.reason} {r.detail}" for r in res.rejections)
             self.fixes[vid].extend(res.fixes)
+            arrived = time.monotonic()
+            for f in res.fixes:
+                self.arrivals[(vid, f.ts)].append(arrived)
             if msg.payload.startswith(b'{"fixes"'):
                 self.batches[vid] += 1
             else:

@@ -118,6 +118,16 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             None, help="Gateway mode: password (default: FLEET_MQTT_PASSWORD or <data-dir>)."
         ),
         connections: int = typer.Option(2, help="Gateway mode: connections per process."),
+        receipts: bool = typer.Option(
+            True,
+            "--receipts/--no-receipts",
+            help="Gateway mode: keep every fix until ingest's storage receipt (fleet/<id>/ack) "
+            "covers it, resend it otherwise; --no-receipts: a PUBACK is enough (a server "
+            "without receipts).",
+        ),
+        resend_after: float = typer.Option(
+            15.0, help="Gateway mode with receipts: seconds without a receipt before a resend."
+        ),
         procs: int = typer.Option(1, help="Processes (each drives a disjoint set of routes)."),
         noise: float = typer.Option(5.0, help="GPS noise, 2-D RMS metres."),
         dropout: bool = typer.Option(
@@ -152,6 +162,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             _fail("no vans to simulate")
         if interval < 1.0 or speedup < 0:
             _fail("--interval must be ≥ 1 s and --speedup ≥ 0")
+        if resend_after <= 0:
+            _fail("--resend-after must be > 0 seconds")
         try:
             duration_s = parse_duration(duration) if duration else None
             warmup_s = parse_duration(warmup)
@@ -181,13 +193,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         try:
             if mode == "device":
                 creds_file = credentials or (data / "sim" / "device-credentials.csv")
-                broker_passwd = BrokerLayout(data).passwd
-                if broker_passwd.exists():  # a local broker: create what is missing
+                broker_accounts = BrokerLayout(data).dynsec
+                if broker_accounts.exists():  # a local broker: create what is missing
                     device_passwords = provision_devices(data, ids, creds_file)
                 elif credentials is None:
                     _fail(
-                        f"device mode needs credentials: no local broker password file at "
-                        f"{broker_passwd} (give the --data-dir of `fleet broker`) and no "
+                        f"device mode needs credentials: no local broker accounts file at "
+                        f"{broker_accounts} (give the --data-dir of `fleet broker`) and no "
                         "--credentials file"
                     )
                 else:
@@ -224,6 +236,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             gateway=gateway,
             device_passwords=device_passwords,
             id_prefix=id_prefix,
+            receipts=receipts and mode == "gateway",
+            resend_after_s=resend_after,
         )
         stop = threading.Event()
 
@@ -253,6 +267,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             f"wall_s={time.monotonic() - t0:.1f} messages={stats.messages} fixes={stats.fixes} "
             f"acked={stats.fixes_acked} passages={stats.passages}"
         )
+        if opts.receipts:
+            typer.echo(
+                f"sim receipts: generated={stats.fixes_generated} "
+                f"confirmed={stats.fixes_confirmed} resent={stats.fixes_resent} "
+                f"unconfirmed={stats.fixes_unconfirmed}"
+            )
 
     @groups["bench"].command("sim")
     def bench_sim(

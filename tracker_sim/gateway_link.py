@@ -9,6 +9,15 @@ bulk.  Every fix is still its own PUBLISH and counted only when its success PUBA
 arrives.  :class:`GatewayPool` drives many such connections with one selector and
 reconnects lost ones.  The per-device mode keeps paho (:mod:`tracker_sim.links`):
 realistic clients, LWT.
+
+Storage receipts (``GatewayPool(receipts=ReceiptOptions(...))``): the pool holds one
+``fleet/+/ack`` subscription for all its vans and every telemetry message stays in a
+:class:`fleet.receipts.Unconfirmed` book (one per connection) until ingest's receipts
+settle all its fixes.  A message not settled within the resend timeout is sent again
+(then after twice that, up to 2 minutes), and after a reconnect everything still open
+on that connection is; a PUBACK, whatever its reason code, only frees in-flight room.
+Memory: at most ``max_unconfirmed`` fixes are open (about 560 bytes per open single-fix
+message); at the bound the simulator waits, like a tracker with a full queue.
 """
 
 from __future__ import annotations
@@ -18,18 +27,48 @@ import selectors
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from fleet.mqtt.codec import MqttProtocolError
 from fleet.mqtt.publisher import Publisher
+from fleet.mqtt.subscriber import MqttSubscriber, SubscriberOptions
+from fleet.receipts import ReceiptError, Unconfirmed, decode_receipt
 from tracker_sim.links import MAX_INFLIGHT_PER_LINK, Credentials, LinkError, Sender
 
-__all__ = ["GatewayLink", "GatewayPool"]
+__all__ = ["RECEIPT_FILTER", "GatewayLink", "GatewayPool", "ReceiptOptions", "fixes_in"]
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S: Final = 60
 RECONNECT_EVERY_S: Final = 2.0
+RECEIPT_FILTER: Final = "fleet/+/ack"
+RESEND_MAX_S: Final = 120.0
+
+
+@dataclass(frozen=True)
+class ReceiptOptions:
+    """Gateway mode with storage receipts."""
+
+    client_id: str = "sim-gw-acks"  # of the fleet/+/ack subscription
+    resend_after_s: float = 15.0  # no receipt this long after sending: send again
+    max_unconfirmed: int = 100_000  # fixes open over all connections (~56 MB at most)
+
+
+class _Batch(msgspec.Struct):
+    fixes: list[msgspec.Raw]
+
+
+_batch_decoder = msgspec.json.Decoder(_Batch)
+
+
+def fixes_in(payload: bytes) -> int:
+    """Fixes in a telemetry payload the simulator encoded (a fix or ``{"fixes": [...]}``)."""
+    if payload.startswith(b'{"fixes"'):
+        return len(_batch_decoder.decode(payload).fixes)
+    return 1
 
 
 class GatewayLink(Publisher):
@@ -45,6 +84,7 @@ class GatewayLink(Publisher):
         )
         self.creds = creds
         self.device: str | None = None
+        self.book: Unconfirmed | None = None  # with receipts: what awaits one
 
     @property
     def fixes_acked(self) -> int:
@@ -64,13 +104,19 @@ class GatewayLink(Publisher):
                 " (is `fleet broker` running? check --host/--port or FLEET_MQTT_HOST/PORT)"
             ) from None
 
+    def reopen(self, host: str, port: int, timeout: float = 5.0) -> None:
+        """Reconnect with an empty in-flight window (the receipt book resends instead)."""
+        self.connect(host, port, timeout)
+        self.lost_at = None
+        self._pending.clear()
+
     def publish(self, topic: str, payload: bytes, fixes: int = 0, retain: bool = False) -> bool:
         """Queue one QoS 1 PUBLISH carrying ``fixes`` fixes; written by the pool."""
         return super().publish(topic, payload, fixes, retain)
 
 
 class GatewayPool:
-    """The same driving interface as :class:`tracker_sim.links.LinkPool`."""
+    """The same driving interface as :class:`tracker_sim.links.LinkPool`, plus receipts."""
 
     def __init__(
         self,
@@ -78,14 +124,22 @@ class GatewayPool:
         port: int,
         max_outstanding: int = 5000,
         stopping: threading.Event | None = None,
+        receipts: ReceiptOptions | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.max_outstanding = max_outstanding
         self.stopping = stopping or threading.Event()
+        self.receipts = receipts
         self.links: list[GatewayLink] = []
         self._selector = selectors.DefaultSelector()
         self._registered = 0
+        self._acks: MqttSubscriber | None = None
+        self._owner: dict[str, GatewayLink] = {}  # van → the connection it sends on
+        self.fixes_resent = 0
+        self.receipts_received = 0
+        self.bad_receipts = 0
+        self._at_bound = False
 
     def connect(self, links: Sequence[GatewayLink], timeout: float = 20.0) -> None:
         for link in links:
@@ -94,6 +148,92 @@ class GatewayPool:
             self._selector.register(link.sock, selectors.EVENT_READ, link)
             self._registered += 1
             self.links.append(link)
+            if self.receipts is not None:
+                link.book = Unconfirmed(
+                    self.receipts.resend_after_s,
+                    max(self.receipts.resend_after_s, RESEND_MAX_S),
+                )
+        if self.receipts is not None and self._acks is None and self.links:
+            self._subscribe(self.receipts, self.links[0].creds, timeout)
+
+    def _subscribe(self, opts: ReceiptOptions, creds: Credentials, timeout: float) -> None:
+        acks = MqttSubscriber(
+            SubscriberOptions(
+                host=self.host,
+                port=self.port,
+                username=creds.username,
+                password=creds.password,
+                client_id=opts.client_id,
+                topics=[RECEIPT_FILTER],
+                qos=1,
+                keepalive_s=30,
+                reconnect_max_s=2.0,
+            )
+        )
+        acks.start()
+        if not acks.subscribed.wait(timeout):
+            acks.stop()
+            raise LinkError(
+                f"no subscription to the storage receipts ({RECEIPT_FILTER}) within "
+                f"{timeout:.0f} s: {acks.last_error}; check the broker ACL for "
+                f"{creds.username}, or run with --no-receipts"
+            )
+        self._acks = acks
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send_fixes(
+        self,
+        link: GatewayLink,
+        vehicle_id: str,
+        first_seq: int,
+        count: int,
+        topic: str,
+        payload: bytes,
+    ) -> bool:
+        """Send ``count`` fixes numbered ``first_seq...`` for ``vehicle_id`` on ``link``.
+
+        With receipts the message is kept until they settle it: False (not connected)
+        then only means "sent after the reconnect".
+        """
+        if link.book is not None:
+            link.book.sent(vehicle_id, first_seq, count, topic, payload, time.monotonic())
+            if vehicle_id not in self._owner:
+                self._owner[vehicle_id] = link
+        return link.publish(topic, payload, count)
+
+    def _apply_receipts(self) -> None:
+        assert self._acks is not None
+        owner = self._owner
+        while (batch := self._acks.take(0)) is not None:
+            for m in batch:
+                vehicle_id = m.topic[6:-4]  # fleet/<id>/ack
+                link = owner.get(vehicle_id)
+                if link is None or link.book is None:
+                    continue  # another simulator's van
+                try:
+                    receipt = decode_receipt(m.payload)
+                except ReceiptError as exc:
+                    self.bad_receipts += 1
+                    log.debug("ignored a receipt for %s: %s", vehicle_id, exc)
+                    continue
+                self.receipts_received += 1
+                link.book.apply(vehicle_id, receipt)
+
+    def _resend(self, now: float) -> None:
+        for link in self.links:
+            book = link.book
+            if book is None or not link.connected:
+                continue
+            room = link.window - link.outstanding
+            if room <= 0:
+                continue
+            for topic, payload in book.due(now, limit=room):
+                n = fixes_in(payload)
+                if link.publish(topic, payload, n):
+                    self.fixes_resent += n
+
+    # -- driving -----------------------------------------------------------------------
 
     def pump(self, timeout: float) -> None:
         for link in self.links:
@@ -107,17 +247,24 @@ class GatewayPool:
                 log.warning(
                     "gateway connection %s lost; reconnecting (%d messages to resend)",
                     link.client_id,
-                    link.outstanding,
+                    link.outstanding if link.book is None else len(link.book),
                 )
         if not self._registered and timeout > 0:
             time.sleep(timeout)
         now = time.monotonic()
+        if self._acks is not None:
+            self._apply_receipts()
+            self._resend(now)
         for link in self.links:
             if link.connected:
                 link.keepalive()
             elif link.lost_at is not None and now - link.lost_at >= RECONNECT_EVERY_S:
                 try:
-                    link.resume(self.host, self.port, timeout=5.0)
+                    if link.book is None:
+                        link.resume(self.host, self.port, timeout=5.0)
+                    else:
+                        link.reopen(self.host, self.port, timeout=5.0)
+                        link.book.all_due(now)  # the broker may have lost any of them
                 except LinkError as exc:
                     link.lost_at = now
                     log.debug("reconnect of %s failed: %s", link.client_id, exc)
@@ -127,10 +274,23 @@ class GatewayPool:
                 self._registered += 1
                 log.warning("gateway connection %s restored", link.client_id)
 
+    def _full(self) -> bool:
+        if self.receipts is None:
+            return False
+        full = self.unconfirmed() >= self.receipts.max_unconfirmed
+        if full and not self._at_bound:
+            log.warning(
+                "%d fixes await a storage receipt (the bound): waiting for receipts; "
+                "is ingest running and sending them?",
+                self.unconfirmed(),
+            )
+        self._at_bound = full
+        return full
+
     def wait_for_room(self, link: Sender) -> None:
-        """Back-pressure: wait while ``link`` has too much in flight or is reconnecting
-        (unless the simulator is stopping)."""
-        while (link.full or not link.connected) and not self.stopping.is_set():
+        """Back-pressure: wait while ``link`` has too much in flight or is reconnecting,
+        or too many fixes await receipts (unless the simulator is stopping)."""
+        while (link.full or not link.connected or self._full()) and not self.stopping.is_set():
             self.pump(0.01)
 
     def outstanding(self) -> int:
@@ -147,13 +307,34 @@ class GatewayPool:
             self.pump(0.02)
         return self.outstanding() == 0
 
+    def wait_confirmed(self, timeout: float) -> bool:
+        """Keep sending until receipts settled every fix (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while self.unconfirmed() > 0 and time.monotonic() < deadline:
+            self.pump(0.02)
+        return self.unconfirmed() == 0
+
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
+        if self._acks is not None:
+            self._acks.stop()
+            self._acks = None
         for link in self.links:
             if link.sock is not None and link.connected:
                 self._selector.unregister(link.sock)
             link.close()
         self.links = []
 
+    # -- counters ----------------------------------------------------------------------
+
     def totals(self) -> tuple[int, int]:
+        """Messages and fixes a success PUBACK acknowledged (transport, not storage)."""
         return sum(lk.acked for lk in self.links), sum(lk.fixes_acked for lk in self.links)
+
+    def confirmed(self) -> int:
+        """Fixes a storage receipt settled (stored, or refused for good)."""
+        return sum(lk.book.settled_fixes for lk in self.links if lk.book is not None)
+
+    def unconfirmed(self) -> int:
+        """Fixes sent (or waiting for a connection) that no receipt settled yet."""
+        return sum(lk.book.open_fixes for lk in self.links if lk.book is not None)

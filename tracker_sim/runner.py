@@ -7,7 +7,11 @@
   on connect; a van whose tracker is switched off drops its connection without
   DISCONNECT, so the broker publishes the will.
 * ``mode="gateway"``: a few connections as ``svc-gateway`` publish for all vans
-  (load generation); status changes are published on the vans' behalf.
+  (load generation); status changes are published on the vans' behalf.  With
+  ``receipts`` the gateway keeps every fix until ingest's storage receipt covers it and
+  resends it otherwise (:mod:`tracker_sim.gateway_link`); the fixes are then numbered
+  per van from a base taken from the clock at start (``seq`` = base, base + 1, ...), so a
+  late receipt for an earlier run's fix never settles one of this run.
 * Several processes (``run_processes``) each simulate a disjoint set of routes.
 """
 
@@ -25,11 +29,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal, TextIO
 
+import msgspec
+
 from fleet.contract import STATUS_OFFLINE, STATUS_ONLINE, encode_batch, encode_fix
 from fleet.contract import status_topic as _status_topic
 from fleet.contract import telemetry_topic as _telemetry_topic
 from fleet.routes import Route, load_routes
-from tracker_sim.gateway_link import GatewayLink, GatewayPool
+from tracker_sim.gateway_link import GatewayLink, GatewayPool, ReceiptOptions
 from tracker_sim.links import Credentials, Link, LinkPool, Sender
 from tracker_sim.model import FleetModel, SimConfig, Tick
 
@@ -65,6 +71,11 @@ class SimOptions:
     max_outstanding: int = 5000
     client_tag: str = "sim"
     model_config: SimConfig | None = None  # behaviour parameters (tests, experiments)
+    # gateway mode: keep every fix until a storage receipt covers it (off: PUBACK is enough)
+    receipts: bool = False
+    resend_after_s: float = 15.0  # no receipt this long after sending: send again
+    max_unconfirmed: int = 100_000  # fixes awaiting receipts, per process (memory bound)
+    receipt_wait_s: float = 30.0  # at the end: how long to wait for the last receipts
 
 
 @dataclass
@@ -75,9 +86,13 @@ class SimStats:
     messages: int = 0
     fixes: int = 0
     messages_acked: int = 0
-    fixes_acked: int = 0
+    fixes_acked: int = 0  # a success PUBACK: the broker has it (transport, not storage)
     passages: int = 0
     status_changes: int = 0
+    fixes_generated: int = 0  # every fix the model produced for sending
+    fixes_confirmed: int = 0  # receipts: settled by a storage receipt
+    fixes_resent: int = 0  # receipts: sent again (timeout, reconnect)
+    fixes_unconfirmed: int = 0  # receipts: still without a receipt at the end
 
     def merge(self, other: SimStats) -> None:
         for f in dataclasses.fields(self):
@@ -125,15 +140,32 @@ class _Publisher:
             self.gateways = [
                 GatewayLink(f"{opts.client_tag}-gw-{k}", opts.gateway) for k in range(n)
             ]
-            self.pool = GatewayPool(opts.host, opts.port, opts.max_outstanding, stop)
+            receipts = (
+                ReceiptOptions(
+                    client_id=f"{opts.client_tag}-gw-acks-{time.time_ns() % 10**9}",
+                    resend_after_s=opts.resend_after_s,
+                    max_unconfirmed=opts.max_unconfirmed,
+                )
+                if opts.receipts
+                else None
+            )
+            self.gateway_pool = GatewayPool(
+                opts.host, opts.port, opts.max_outstanding, stop, receipts
+            )
+            self.pool = self.gateway_pool
             self.by_vehicle = {v: self.gateways[i % n] for i, v in enumerate(self.ids)}
+            self.gateway_of = {v: self.gateways[i % n] for i, v in enumerate(self.ids)}
+        # receipts: the next seq per van, from a per-run base (µs since the epoch)
+        self.next_seq: dict[str, int] = {}
+        if opts.mode == "gateway" and opts.receipts:
+            base = time.time_ns() // 1000
+            self.next_seq = dict.fromkeys(self.ids, base)
 
     def start(self) -> None:
         if self.opts.mode == "device":
             self.device_pool.connect(list(self.devices.values()))
             return
-        assert isinstance(self.pool, GatewayPool)
-        self.pool.connect(self.gateways)
+        self.gateway_pool.connect(self.gateways)
         for v in self.ids:
             link = self.by_vehicle[v]
             self.pool.wait_for_room(link)
@@ -148,8 +180,13 @@ class _Publisher:
                     self.switched_off.discard(change.vehicle_id)
                     self.device_pool.reopen(self.devices[change.vehicle_id])
             self._retry_and_release(stats)
-        for msg in tick.messages:
+        messages = tick.messages
+        if self.next_seq:
+            self._send_tracked(tick, stats)
+            messages = []
+        for msg in messages:
             link = by_vehicle[msg.vehicle_id]
+            stats.fixes_generated += len(msg.fixes)
             payload = encode_batch(msg.fixes) if msg.batch else encode_fix(msg.fixes[0])
             if device_mode and not link.connected:  # the device keeps it until connected
                 self.held.setdefault(msg.vehicle_id, []).append((payload, len(msg.fixes)))
@@ -172,6 +209,25 @@ class _Publisher:
                 status = STATUS_ONLINE if change.online else STATUS_OFFLINE
                 pool.wait_for_room(link)
                 link.publish(_status_topic(change.vehicle_id), status.encode(), retain=True)
+
+    def _send_tracked(self, tick: Tick, stats: SimStats) -> None:
+        """Gateway mode with receipts: number each van's fixes, keep every message in the
+        pool's receipt book (sent now, or after the reconnect if the link is down)."""
+        pool, topics, next_seq = self.gateway_pool, self.telemetry, self.next_seq
+        replace = msgspec.structs.replace
+        for msg in tick.messages:
+            vid = msg.vehicle_id
+            link = self.gateway_of[vid]
+            first = next_seq[vid]
+            count = len(msg.fixes)
+            next_seq[vid] = first + count
+            fixes = [replace(f, seq=first + k) for k, f in enumerate(msg.fixes)]
+            payload = encode_batch(fixes) if msg.batch else encode_fix(fixes[0])
+            pool.wait_for_room(link)  # in flight, reconnecting, or too many unconfirmed
+            stats.fixes_generated += count
+            if pool.send_fixes(link, vid, first, count, topics[vid], payload):
+                stats.messages += 1
+                stats.fixes += count
 
     def _retry_and_release(self, stats: SimStats) -> None:
         """Device mode: reconnect lost connections (every few seconds) and send what the
@@ -240,6 +296,7 @@ def run_simulation(
     wall0 = time.monotonic()
     sim0 = model.t_ms
     last_report = wall0
+    warned = False
     try:
         while not stop.is_set():
             sim_elapsed = (model.t_ms - sim0) / 1000.0
@@ -267,20 +324,57 @@ def run_simulation(
             now = time.monotonic()
             if now - last_report >= 10.0:
                 last_report = now
-                stats.messages_acked, stats.fixes_acked = pool.totals()
+                _count_acks(pub, stats)
                 stats.sim_seconds = (model.t_ms - sim0) / 1000.0
                 stats.wall_seconds = now - wall0
                 if on_progress is not None:
                     on_progress(stats, model.t_ms)
+                silent = opts.receipts and stats.fixes and not stats.fixes_confirmed
+                if silent and not warned and now - wall0 > 3 * opts.resend_after_s:
+                    warned = True
+                    log.warning(
+                        "no storage receipt for %.0f s: is ingest running with "
+                        "FLEET_RECEIPTS on? (--no-receipts for a server without them)",
+                        now - wall0,
+                    )
         stats.wall_seconds = time.monotonic() - wall0
         pool.flush(10.0)
-        stats.messages_acked, stats.fixes_acked = pool.totals()
+        if opts.receipts:
+            _count_acks(pub, stats)
+            if stats.fixes_unconfirmed:
+                log.info(
+                    "waiting up to %.0f s for the receipts of %d fixes",
+                    opts.receipt_wait_s,
+                    stats.fixes_unconfirmed,
+                )
+                pub.gateway_pool.wait_confirmed(opts.receipt_wait_s)
+        _count_acks(pub, stats)
+        if opts.receipts:
+            log.info(
+                "sim receipts",
+                extra={
+                    "generated": stats.fixes_generated,
+                    "confirmed": stats.fixes_confirmed,
+                    "resent": stats.fixes_resent,
+                    "unconfirmed": stats.fixes_unconfirmed,
+                },
+            )
     finally:
         stats.sim_seconds = (model.t_ms - sim0) / 1000.0
         if truth_out is not None:
             truth_out.close()
         pub.stop()
     return stats
+
+
+def _count_acks(pub: _Publisher, stats: SimStats) -> None:
+    """PUBACK totals, and with receipts the storage-receipt totals, into ``stats``."""
+    stats.messages_acked, stats.fixes_acked = pub.pool.totals()
+    if pub.opts.mode == "gateway" and pub.opts.receipts:
+        pool = pub.gateway_pool
+        stats.fixes_confirmed = pool.confirmed()
+        stats.fixes_resent = pool.fixes_resent
+        stats.fixes_unconfirmed = pool.unconfirmed()
 
 
 def log_progress(stats: SimStats, t_ms: int) -> None:
@@ -293,6 +387,8 @@ def log_progress(stats: SimStats, t_ms: int) -> None:
             "sim_s": round(stats.sim_seconds),
             "fixes": stats.fixes,
             "acked": stats.fixes_acked,
+            "confirmed": stats.fixes_confirmed,
+            "resent": stats.fixes_resent,
             "fixes_per_s": round(rate),
             "sim_clock_behind_wall_s": round(lag_s),
         },
