@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 
 from devtools.audit import Audit, audit_run
@@ -30,6 +31,7 @@ __all__ = ["FaultOptions", "FaultReport", "Step", "run_faults_bench", "schedule"
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 10.0
+DRAINING_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,11 @@ class Step:
 def schedule(duration_s: float) -> list[Step]:
     """The fixed fault times for a run of ``duration_s`` seconds of load.
 
-    Live faults and the backlog window scale with the duration; the two kills during the
-    drain follow the ingest restart at once (a backlog of a few minutes' load drains in
-    seconds: 27,000 fixes/s, docs/benchmarks.md), each right after the previous step.
+    Live faults and the backlog window scale with the duration. The two kills during the
+    drain follow the ingest restart at once (a backlog of a minute's load drains in
+    seconds: 27,000 fixes/s, docs/benchmarks.md): a step never starts before the previous
+    one ended, and a ``draining`` step waits until ingest has committed a batch since
+    (it is working through the backlog) before it kills.
     """
     d = duration_s
     up = 0.60 * d
@@ -171,23 +175,46 @@ class _Run:
             return f"ingest healthy in {time.monotonic() - t:.1f} s"
         raise ValueError(step.action)
 
+    def _ingest_batches(self) -> float | None:
+        """Batches the running ingest committed since it started (None: not answering)."""
+        ingest = self.rig.ingest
+        if ingest is None or ingest.proc is None or ingest.proc.poll() is not None:
+            return None
+        try:
+            return ingest.metric("fleet_ingest_batches_total")
+        except httpx.HTTPError:
+            return None
+
+    def _wait_draining(self, since: float | None) -> str:
+        """Block until ingest commits again (it is working through the backlog), ≤ 30 s."""
+        deadline = time.monotonic() + DRAINING_WAIT_S
+        while time.monotonic() < deadline:
+            n = self._ingest_batches()
+            if n is not None and n > (since or 0):
+                return f"ingest committing ({n:.0f} batches since its start)"
+            time.sleep(0.02)
+        return f"ingest did not commit within {DRAINING_WAIT_S:.0f} s"
+
     def run_schedule(self, steps: list[Step]) -> None:
-        next_progress = PROGRESS_EVERY_S
+        every = PROGRESS_EVERY_S
+        next_progress = every
         pending = list(steps)
+        batches: float | None = None  # ingest's committed batches when the last step ended
         while self.elapsed() < self.opts.duration_s:
             now = self.elapsed()
             if pending and now >= pending[0].at_s:
                 step = pending.pop(0)
-                before = f"open={self.devices.open}"
+                state = self._wait_draining(batches) + "; " if step.when == "draining" else ""
+                state += f"open={self.devices.open} stored={_stored(self.rig.dsn, self.prefix)}"
+                at = self.elapsed()
                 outcome = self._do(step)
-                self.say(
-                    f"t={now:5.1f}s {step.action} [{step.when}] {before}: {outcome}; "
-                    f"open={self.devices.open}"
-                )
+                batches = self._ingest_batches()
+                self.say(f"t={at:5.1f}s {step.action} [{step.when}] ({state}): {outcome}")
                 continue
             if now >= next_progress:
                 self.say(f"t={now:5.1f}s {self.status()}")
-                next_progress += PROGRESS_EVERY_S
+                while next_progress <= self.elapsed():
+                    next_progress += every
             time.sleep(0.05)
         for step in pending:  # a duration too short for the schedule still restores all
             self.say(f"t={self.elapsed():5.1f}s {step.action} (late): {self._do(step)}")

@@ -25,7 +25,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """
         from devtools.bench_faults import FaultOptions, run_faults_bench  # noqa: PLC0415
 
-        logs.configure("WARNING")
+        logs.configure("ERROR")  # the progress lines say what happened
         opts = FaultOptions(
             duration_s=duration,
             devices=devices,
