@@ -1,8 +1,13 @@
 """The FastAPI application: ``create_app(settings)``.
 
-The lifespan opens the database pool (explicitly), the live MQTT feed (its own thread),
-the hub's tick loop, the alert poller and the start-up database work (seed the live
-state from ``latest_positions``; the demo token), and closes them in reverse.
+The lifespan opens the metrics listener (when configured), the database pool
+(explicitly), the live MQTT feed (its own thread), the hub's tick loop, the alert poller
+and the start-up database work (seed the live state from ``latest_positions``; the demo
+token), and closes them in reverse.
+
+Every HTTP request first passes :class:`~api.http_guards.RequestGuards` (query and body
+limits); authentication is :mod:`api.auth` (bearer tokens, page sessions, the
+failed-authentication limit).
 """
 
 from __future__ import annotations
@@ -17,14 +22,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final
+from wsgiref.simple_server import WSGIServer
 
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.auth import Authenticator
+from api.auth_limiter import FailedAuthLimiter
 from api.deps import require_viewer
 from api.errors import install_error_handlers
+from api.http_guards import RequestGuards
 from api.live.alerts import AlertPoller
 from api.live.client import RAW_SEND_SCOPE_KEY
 from api.live.frames import STATUS_OFFLINE, STATUS_ONLINE, Vehicle
@@ -32,7 +42,9 @@ from api.live.hub import LiveHub
 from api.live.mqtt_feed import MqttFeed
 from api.live.state import LiveState
 from api.metrics import ApiMetrics
-from api.routes import alerts, config, health, live, routes, vehicles
+from api.routes import alerts, config, health, live, routes, session, vehicles
+from api.routes.live import ConnectionQuota
+from api.sessions import SessionCookieWriter
 from api.settings import ApiSettings
 from api.tokens import Role, seed_token
 from fleet.settings import SettingsError
@@ -103,6 +115,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
     metrics: ApiMetrics = app.state.metrics
     assert settings.dsn is not None
+    metrics_listener = _start_metrics_listener(app, settings, metrics)
     pool = AsyncConnectionPool(
         settings.dsn,
         min_size=1,
@@ -126,6 +139,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         client_id=settings.mqtt_client_id,
     )
     app.state.pool, app.state.hub, app.state.feed = pool, hub, feed
+    metrics.mqtt_connected.set_function(lambda: 1.0 if feed.connected.is_set() else 0.0)
     feed.start()
     tasks = [
         asyncio.create_task(hub.run(), name="live-hub"),
@@ -145,6 +159,28 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.close_all()
         await asyncio.to_thread(feed.stop)
         await pool.close()
+        if metrics_listener is not None:
+            await asyncio.to_thread(metrics_listener.shutdown)
+            metrics_listener.server_close()
+
+
+def _start_metrics_listener(
+    app: FastAPI, settings: ApiSettings, metrics: ApiMetrics
+) -> WSGIServer | None:
+    """``/metrics`` on its own address (no token) when FLEET_API_METRICS_PORT is set."""
+    if settings.api_metrics_port is None:
+        return None
+    bind, port = settings.api_metrics_bind, settings.api_metrics_port
+    try:
+        server, _thread = start_http_server(port, addr=bind, registry=metrics.registry)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot listen for metrics on {bind}:{port} ({exc.strerror}); "
+            "check FLEET_API_METRICS_PORT / FLEET_API_METRICS_BIND"
+        ) from None
+    app.state.metrics_port = server.server_port
+    log.info("metrics listener up", extra={"bind": bind, "port": server.server_port})
+    return server
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -158,10 +194,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = ApiMetrics()
+    app.state.metrics = metrics = ApiMetrics()
+    limiter = FailedAuthLimiter(settings.api_auth_max_failures, settings.api_auth_window_s)
+    app.state.auth = Authenticator(limiter, metrics, settings.api_session_ttl_s)
+    app.state.ws_quota = ConnectionQuota(settings.ws_max_per_token)
     install_error_handlers(app)
-    for module in (health, config, vehicles, routes, alerts, live):
+    for module in (health, session, config, vehicles, routes, alerts, live):
         app.include_router(module.router)
+    if settings.api_metrics_port is None:  # else on a listener of its own (lifespan)
+        app.include_router(health.metrics_router)
     for name in OPTIONAL_ROUTERS:
         if importlib.util.find_spec(name) is not None:
             optional = importlib.import_module(name)
@@ -169,4 +210,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     if (STATIC_DIR / "index.html").exists():
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="war-room")
     app.add_middleware(_KeepRawSend)
+    app.add_middleware(SessionCookieWriter)
+    app.add_middleware(RequestGuards, max_body_bytes=settings.api_max_body_bytes)  # outermost
     return app

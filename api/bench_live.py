@@ -125,11 +125,21 @@ def _publish(port: int, password: str, rate: int, vans: int, seconds: float, out
 
 
 async def _client(
-    index: int, url: str, state: _Clients, stop: asyncio.Event, measure: bool
+    index: int,
+    url: str,
+    headers: dict[str, str],
+    state: _Clients,
+    stop: asyncio.Event,
+    measure: bool,
 ) -> None:
     try:
         async with connect(
-            url, compression=None, max_size=None, ping_interval=None, open_timeout=60
+            url,
+            additional_headers=headers,
+            compression=None,
+            max_size=None,
+            ping_interval=None,
+            open_timeout=60,
         ) as ws:
             state.connected += 1
             while not stop.is_set():
@@ -158,12 +168,18 @@ async def _client(
 
 
 async def _run_clients(
-    url: str, n: int, measure_every: int, state: _Clients, stop: asyncio.Event, ready: asyncio.Event
+    url: str,
+    headers: dict[str, str],
+    n: int,
+    measure_every: int,
+    state: _Clients,
+    stop: asyncio.Event,
+    ready: asyncio.Event,
 ) -> None:
     tasks = []
     for i in range(n):
         measure = i % measure_every == 0
-        tasks.append(asyncio.create_task(_client(i, url, state, stop, measure)))
+        tasks.append(asyncio.create_task(_client(i, url, headers, state, stop, measure)))
         if i % 20 == 19:
             await asyncio.sleep(0.05)  # do not stampede the accept queue
     deadline = time.monotonic() + 60
@@ -235,6 +251,7 @@ def run_bench(opts: BenchOptions) -> Iterator[str]:
             "FLEET_MQTT_USERNAME": "svc-api",
             "FLEET_MQTT_PASSWORD": creds["svc-api"],
             "FLEET_WS_INTERVAL_MS": str(opts.interval_ms),
+            "FLEET_WS_MAX_PER_TOKEN": str(max(1, opts.clients)),  # all clients share a token
             "FLEET_LOG_LEVEL": "WARNING",
         }
         log_path = root / "api.log"
@@ -261,7 +278,7 @@ def run_bench(opts: BenchOptions) -> Iterator[str]:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             state, result = runner.run(_measure(opts, port, token, mqtt_port, creds, pids))
         yield from result
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}).text
         server_dropped = int(_metric(metrics, "fleet_api_ws_dropped_clients"))
         dropped = max(len(state.closed), server_dropped)
         samples = np.concatenate(state.samples) if state.samples else np.zeros(1, np.int32)
@@ -307,9 +324,10 @@ async def _measure(
     result = _Result()
     state = _Clients()
     stop, ready = asyncio.Event(), asyncio.Event()
-    url = f"ws://127.0.0.1:{port}/ws/live?token={token}"
+    url = f"ws://127.0.0.1:{port}/ws/live"
+    headers = {"Authorization": f"Bearer {token}"}
     clients = asyncio.create_task(
-        _run_clients(url, opts.clients, opts.measure_every, state, stop, ready)
+        _run_clients(url, headers, opts.clients, opts.measure_every, state, stop, ready)
     )
     await ready.wait()
     result.append(f"{state.connected} clients connected; publishing {opts.rate} fixes/s")

@@ -5,24 +5,30 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
+from api.auth import Authenticator, AuthError, Caller, Credentials
 from api.errors import ApiError
 from api.live.hub import LiveHub
 from api.live.mqtt_feed import MqttFeed
 from api.metrics import ApiMetrics
+from api.sessions import SESSION_COOKIE, clear_cookie_header, cookie_header, queue_cookie
 from api.settings import ApiSettings
-from api.tokens import Role, TokenInfo, verify
+from api.tokens import Role, TokenInfo
 
 __all__ = [
     "Admin",
+    "BearerScheme",
     "Feed",
     "Hub",
     "Metrics",
     "Pool",
     "Settings",
     "Viewer",
-    "bearer_token",
+    "authenticate",
+    "client_host",
+    "require_admin",
     "require_viewer",
 ]
 
@@ -59,35 +65,55 @@ Settings = Annotated[ApiSettings, Depends(get_settings)]
 Metrics = Annotated[ApiMetrics, Depends(get_metrics)]
 
 
-def bearer_token(authorization: str | None, query_token: str | None) -> str | None:
-    """The token from ``Authorization: Bearer <t>`` or, for websockets, ``?token=<t>``."""
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    return query_token or None
+_bearer_scheme = HTTPBearer(auto_error=False, description="an API token (fleet token create)")
+_session_scheme = APIKeyCookie(
+    name=SESSION_COOKIE, auto_error=False, description="page session (POST /api/v1/session)"
+)
+BearerScheme = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)]
+SessionScheme = Annotated[str | None, Depends(_session_scheme)]
 
 
-async def _authenticate(request: Request, needed: Role) -> TokenInfo:
-    secret = bearer_token(request.headers.get("authorization"), request.query_params.get("token"))
-    if secret is None:
-        raise ApiError(
-            401, "token required", "send 'Authorization: Bearer <token>' (fleet token create)"
+def client_host(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def authenticate(request: Request) -> Caller:
+    """The caller, or an ``ApiError`` (400 token in URL, 401, 429 with ``Retry-After``)."""
+    auth: Authenticator = request.app.state.auth
+    secure = request.url.scheme == "https"
+    creds = Credentials.of(request.headers, request.query_params, request.cookies)
+    try:
+        caller = await auth.authenticate(get_pool(request), creds, client_host(request))
+    except AuthError as exc:
+        if exc.clear_session:
+            queue_cookie(request.scope, clear_cookie_header(secure))
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+        raise ApiError(exc.status, exc.error, exc.detail, headers=headers) from None
+    if caller.renewed_session is not None:
+        queue_cookie(
+            request.scope, cookie_header(caller.renewed_session, auth.session_ttl_s, secure)
         )
-    info = await verify(get_pool(request), secret)
-    if info is None:
-        raise ApiError(401, "invalid token", "unknown or revoked token")
-    if not info.allows(needed):
-        raise ApiError(403, "forbidden", f"needs role {needed.value}; token has {info.role.value}")
-    return info
+    return caller
 
 
-async def require_viewer(request: Request) -> TokenInfo:
-    return await _authenticate(request, Role.VIEWER)
+async def _require(request: Request, needed: Role) -> TokenInfo:
+    caller = await authenticate(request)
+    if not caller.info.allows(needed):
+        detail = f"needs role {needed.value}; token has {caller.info.role.value}"
+        if caller.via_session:
+            detail = "a page session only reads: send the admin token in Authorization: Bearer"
+        raise ApiError(403, "forbidden", detail)
+    return caller.info
 
 
-async def require_admin(request: Request) -> TokenInfo:
-    return await _authenticate(request, Role.ADMIN)
+async def require_viewer(
+    request: Request, _bearer: BearerScheme, _session: SessionScheme
+) -> TokenInfo:
+    return await _require(request, Role.VIEWER)
+
+
+async def require_admin(request: Request, _bearer: BearerScheme) -> TokenInfo:
+    return await _require(request, Role.ADMIN)
 
 
 Viewer = Annotated[TokenInfo, Depends(require_viewer)]

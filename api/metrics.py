@@ -36,6 +36,21 @@ class ApiMetrics:
         self.alerts_pushed = Counter(
             "fleet_api_alerts_pushed", "Alerts pushed to live clients.", registry=r
         )
+        self.auth_failures = Counter(
+            "fleet_api_auth_failures",
+            "Failed authentications (a token or session looked up and not found).",
+            registry=r,
+        )
+        self.auth_rate_limited = Counter(
+            "fleet_api_auth_rate_limited",
+            "Requests refused with 429 (or 4429) after repeated failed authentication.",
+            registry=r,
+        )
+        self.ws_refused_per_token = Counter(
+            "fleet_api_ws_refused_per_token",
+            "Live connections refused because their token held FLEET_WS_MAX_PER_TOKEN.",
+            registry=r,
+        )
         self.mqtt_connected = Gauge(
             "fleet_api_mqtt_connected", "1 while the live MQTT feed is connected.", registry=r
         )

@@ -28,6 +28,9 @@ class ApiSettings(CommonSettings):
         default=8, ge=1, le=1000, description="Frames queued per client before it is closed."
     )
     ws_max_clients: int = Field(default=2000, ge=1, description="Live websocket clients allowed.")
+    ws_max_per_token: int = Field(
+        default=20, ge=1, description="Live websocket connections one token may hold at once."
+    )
     tile_url: str | None = Field(
         default=None, description="Map tile URL template ({z}/{x}/{y}); none = plain background."
     )
@@ -40,4 +43,28 @@ class ApiSettings(CommonSettings):
     live_qos: int = Field(default=1, ge=0, le=1, description="QoS of the live subscription.")
     mqtt_client_id: str | None = Field(
         default=None, description="MQTT client id (default fleet-api-<random>; one per replica)."
+    )
+    # -- what keeps an internet-facing API standing (docs/api.md, "Security")
+    api_max_body_bytes: int = Field(
+        default=16 * 1024, ge=256, le=16 * 1024 * 1024, description="Largest request body."
+    )
+    api_auth_max_failures: int = Field(
+        default=10, ge=1, le=10_000, description="Failed authentications per address per window."
+    )
+    api_auth_window_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="Window of the failed-authentication limit."
+    )
+    api_session_ttl_s: int = Field(
+        default=12 * 3600, ge=60, le=7 * 86_400, description="Lifetime of a page session cookie."
+    )
+    api_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics on its own listener (no token) instead of behind a token.",
+    )
+    api_metrics_bind: str = Field(default="127.0.0.1", description="Address of that listener.")
+    api_forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="Proxies whose X-Forwarded-For/-Proto are believed (comma list, or *).",
     )

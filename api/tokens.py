@@ -28,6 +28,7 @@ __all__ = [
     "revoke_token",
     "seed_token",
     "verify",
+    "verify_id",
 ]
 
 TOKEN_PREFIX: Final = "flt_"  # noqa: S105 (a prefix, not a secret)
@@ -125,17 +126,34 @@ async def seed_token(pool: AsyncConnectionPool, secret: str, name: str, role: Ro
 
 async def verify(pool: AsyncConnectionPool, secret: str) -> TokenInfo | None:
     """The token's identity when it exists and is not revoked; records its last use."""
+    found = await _active_token(pool, "token_sha256", digest(secret))
+    return None if found is None else found[0]
+
+
+async def verify_id(pool: AsyncConnectionPool, token_id: int) -> tuple[TokenInfo, bytes] | None:
+    """An active token's identity and stored digest by id (session cookies); records use."""
+    return await _active_token(pool, "id", token_id)
+
+
+_ACTIVE_COLUMNS: Final = (
+    "SELECT id, name, role, token_sha256,"
+    " last_used_at IS NULL OR last_used_at < now() - %s FROM api_tokens"
+)
+_ACTIVE_BY_DIGEST: Final = _ACTIVE_COLUMNS + " WHERE token_sha256 = %s AND revoked_at IS NULL"
+_ACTIVE_BY_ID: Final = _ACTIVE_COLUMNS + " WHERE id = %s AND revoked_at IS NULL"
+
+
+async def _active_token(
+    pool: AsyncConnectionPool, column: str, value: object
+) -> tuple[TokenInfo, bytes] | None:
+    query = _ACTIVE_BY_ID if column == "id" else _ACTIVE_BY_DIGEST
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            """SELECT id, name, role, last_used_at IS NULL OR last_used_at < now() - %s
-               FROM api_tokens WHERE token_sha256 = %s AND revoked_at IS NULL""",
-            (LAST_USED_RESOLUTION, digest(secret)),
-        )
+        cur = await conn.execute(query, (LAST_USED_RESOLUTION, value))
         row = await cur.fetchone()
         if row is None:
             return None
-        if row[3]:  # record use at most once a minute: no write per request
+        if row[4]:  # record use at most once a minute: no write per request
             await conn.execute(
                 "UPDATE api_tokens SET last_used_at = now() WHERE id = %s", (row[0],)
             )
-    return TokenInfo(int(row[0]), str(row[1]), Role(row[2]))
+    return TokenInfo(int(row[0]), str(row[1]), Role(row[2])), bytes(row[3])

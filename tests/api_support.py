@@ -121,9 +121,24 @@ class Gateway:
         self.client.loop_stop()
 
 
-def ws_connect(api: RunningApi, token: str | None) -> ClientConnection:
-    url = f"{api.ws_base}/ws/live" + (f"?token={token}" if token else "")
-    ws = connect(url, open_timeout=10, compression=None, max_size=None)
+def ws_connect(
+    api: RunningApi,
+    token: str | None,
+    *,
+    headers: dict[str, str] | None = None,
+    path: str = "/ws/live",
+) -> ClientConnection:
+    """A live client sending ``token`` as ``Authorization: Bearer`` (the only way for REST)."""
+    sent = dict(headers or {})
+    if token:
+        sent["Authorization"] = f"Bearer {token}"
+    ws = connect(
+        f"{api.ws_base}{path}",
+        additional_headers=sent,
+        open_timeout=10,
+        compression=None,
+        max_size=None,
+    )
     return ws.__enter__()  # closed by the test or when the server stops
 
 
@@ -164,7 +179,8 @@ class StalledClient:
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             (
-                f"GET /ws/live?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"GET /ws/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Authorization: Bearer {token}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
             ).encode()

@@ -16,6 +16,7 @@ from broker.runner import MosquittoBroker
 from fleet.cli import app as fleet_app
 from fleet.routes import load_routes
 from tests.api_support import Gateway, make_token, now_ms, running_api, wait_for
+from tests.mqtt_support import add_device
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,10 +26,11 @@ def _auth(token: str) -> dict[str, str]:
 
 
 def test_health_ready_metrics_and_docs(db_dsn: str, broker: MosquittoBroker) -> None:
+    token = make_token(db_dsn)
     with running_api(db_dsn, broker) as api:
         assert httpx.get(f"{api.base}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"{api.base}/readyz").json() == {"status": "ready"}
-        metrics = httpx.get(f"{api.base}/metrics").text
+        metrics = httpx.get(f"{api.base}/metrics", headers=_auth(token)).text
         for name in (
             "fleet_api_ws_clients",
             "fleet_api_ws_frames_sent_total",
@@ -83,7 +85,9 @@ def test_token_required_and_errors_are_json(db_dsn: str, broker: MosquittoBroker
         assert r.json()["error"] == "token required"
         r = httpx.get(f"{api.base}/api/v1/vehicles", headers=_auth("flt_wrong"))
         assert r.status_code == 401 and r.json()["error"] == "invalid token"
-        assert httpx.get(f"{api.base}/api/v1/vehicles?token={viewer}").status_code == 200
+        r = httpx.get(f"{api.base}/api/v1/vehicles?token={viewer}")  # never in a URL
+        assert r.status_code == 400 and r.json()["error"] == "token in URL"
+        assert httpx.get(f"{api.base}/api/v1/vehicles", headers=_auth(viewer)).status_code == 200
         r = httpx.get(f"{api.base}/api/v1/nothing-here", headers=_auth(viewer))
         assert r.status_code == 404 and r.json() == {
             "error": "not found",
@@ -206,8 +210,7 @@ def test_alerts_active_filter(db_dsn: str, broker: MosquittoBroker) -> None:
 def test_admin_command_reaches_the_device(db_dsn: str, broker: MosquittoBroker) -> None:
     viewer = make_token(db_dsn, Role.VIEWER)
     admin = make_token(db_dsn, Role.ADMIN, "ops")
-    broker.layout.passwords().add_device("van-c", "pw-van-c")
-    broker.reload()
+    add_device(broker, "van-c", "pw-van-c")
     got: list[bytes] = []
     dev = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="van-c")
     dev.username_pw_set("van-c", "pw-van-c")

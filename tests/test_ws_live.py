@@ -26,6 +26,7 @@ from tests.api_support import (
     wait_for,
     ws_connect,
 )
+from tests.mqtt_support import add_device
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -288,8 +289,7 @@ def test_alerts_are_pushed_when_the_table_exists(db_dsn: str, broker: MosquittoB
 
 def test_owntracks_location_moves_a_van(db_dsn: str, broker: MosquittoBroker) -> None:
     token = make_token(db_dsn)
-    broker.layout.passwords().add_device("phone1", "pw-phone1")
-    broker.reload()
+    add_device(broker, "phone1", "pw-phone1")
     phone = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="phone1")
     phone.username_pw_set("phone1", "pw-phone1")
 
@@ -331,7 +331,9 @@ def test_live_push_without_a_reachable_transport(db_dsn: str, broker: MosquittoB
     app = create_app(settings)
     with TestClient(app) as client:
         wait_for(app.state.feed.connected.is_set, 10, "MQTT feed")
-        with client.websocket_connect(f"/ws/live?token={token}") as ws:
+        with client.websocket_connect(
+            "/ws/live", headers={"Authorization": f"Bearer {token}"}
+        ) as ws:
             assert ws.receive_json()["type"] == "snapshot"
             (live,) = app.state.hub.clients
             assert not live.direct and live.sender is not None

@@ -1,4 +1,8 @@
-"""``/healthz`` (process up), ``/readyz`` (broker and database), ``/metrics`` (Prometheus)."""
+"""``/healthz`` (process up), ``/readyz`` (broker and database), ``/metrics`` (Prometheus).
+
+``/metrics`` is on ``metrics_router``: included (behind a token, any role) unless
+``FLEET_API_METRICS_PORT`` puts the metrics on a listener of their own.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.deps import Feed, Metrics, Pool
+from api.deps import Feed, Metrics, Pool, Viewer
 
-__all__ = ["router"]
+__all__ = ["metrics_router", "router"]
 
 router = APIRouter(tags=["health"])
+metrics_router = APIRouter(tags=["health"])
 
 DB_CHECK_TIMEOUT_S = 2.0
 
@@ -39,7 +44,6 @@ async def readyz(pool: Pool, feed: Feed) -> Any:
     return {"status": "ready"}
 
 
-@router.get("/metrics", summary="Prometheus metrics")
-async def metrics(metrics: Metrics, feed: Feed) -> Response:
-    metrics.mqtt_connected.set(1 if feed.connected.is_set() else 0)
+@metrics_router.get("/metrics", summary="Prometheus metrics (any API token)")
+async def metrics(_: Viewer, metrics: Metrics) -> Response:
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from api.deps import Pool
 from api.errors import ApiError
+from api.params import checked_checkpoint, checked_route, checked_time
 from api.routes.gtfs import freeflow_speeds
 from ingest.analytics import gtfs_realtime, reports
 from ingest.analytics.congestion import gtfs_congestion_level
@@ -18,6 +19,8 @@ from ingest.analytics.context import analytics_context
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+
+MAX_REPORT_SPAN = timedelta(days=366)
 
 Route = Annotated[str | None, Query(description="route code, e.g. B")]
 Checkpoint = Annotated[
@@ -29,6 +32,16 @@ To = Annotated[str | None, Query(description="ISO 8601; default: now")]
 Format = Annotated[Literal["json", "csv"], Query(description="json or csv")]
 
 
+def _time(name: str, value: str | None, default: datetime) -> datetime:
+    try:
+        parsed = reports.parse_time(value, default)
+    except reports.ReportError as exc:
+        raise ApiError(400, "bad report parameters", str(exc)) from None
+    checked = checked_time(name, parsed) if value else parsed
+    assert checked is not None
+    return checked
+
+
 def _params(
     route: str | None,
     checkpoint: str | None,
@@ -38,14 +51,18 @@ def _params(
     by_hour: bool = False,
 ) -> reports.ReportParams:
     ctx = analytics_context()
-    now = datetime.now(UTC)
+    end_t = _time("to", end, datetime.now(UTC))
+    start_t = _time("from", start, end_t - timedelta(days=1))
+    if end_t - start_t > MAX_REPORT_SPAN:
+        raise ApiError(400, "time range too long", f"at most {MAX_REPORT_SPAN.days} days per call")
     try:
-        end_t = reports.parse_time(end, now)
         return reports.ReportParams(
-            start=reports.parse_time(start, end_t - timedelta(days=1)),
+            start=start_t,
             end=end_t,
-            route=route,
-            checkpoint=reports.ReportParams.checkpoint_seq(checkpoint),
+            route=checked_route("route", route),
+            checkpoint=reports.ReportParams.checkpoint_seq(
+                checked_checkpoint("checkpoint", checkpoint)
+            ),
             direction=direction,
             by_hour=by_hour,
             timezone=ctx.settings.timezone,
@@ -122,6 +139,7 @@ async def congestion(
 )
 async def congestion_live(pool: Pool, route: Route = None) -> dict[str, Any]:
     """A map layer: one LineString per segment and direction with recent data."""
+    route = checked_route("route", route)
     ctx = analytics_context()
     freeflow = await freeflow_speeds(pool)
     live = await _fetch(pool, gtfs_realtime.LIVE_SEGMENTS_SQL, {})

@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import Admin, Feed, Hub, Pool, Viewer
 from api.errors import ApiError
 from api.live.frames import STATUS_OFFLINE, STATUS_ONLINE, STATUS_STALE
-from fleet.contract import VEHICLE_ID_RE, Command, cmd_topic
+from api.params import checked_time, checked_vehicle_id
+from fleet.contract import Command, cmd_topic
 
 __all__ = ["router"]
 
@@ -89,8 +90,9 @@ async def track(
     end: Annotated[datetime | None, Query(alias="to", description="ISO time (now)")] = None,
     fmt: Annotated[Literal["json", "geojson"], Query(alias="format")] = "json",
 ) -> dict[str, Any]:
-    end = _aware(end) if end is not None else datetime.now(UTC)
-    start = _aware(start) if start is not None else end - timedelta(hours=1)
+    checked_vehicle_id(vehicle_id)
+    end = checked_time("to", end) or datetime.now(UTC)
+    start = checked_time("from", start) or end - timedelta(hours=1)
     if start >= end:
         raise ApiError(400, "empty time range", f"from ({start.isoformat()}) must be before to")
     if end - start > MAX_TRACK_SPAN:
@@ -138,15 +140,34 @@ async def track(
     }
 
 
-@router.post("/{vehicle_id}/commands", status_code=202, summary="Send a command (admin)")
-async def send_command(vehicle_id: str, body: CommandIn, who: Admin, feed: Feed) -> dict[str, Any]:
-    if not VEHICLE_ID_RE.match(vehicle_id):
-        raise ApiError(400, "invalid vehicle id", vehicle_id)
+@router.post(
+    "/{vehicle_id}/commands",
+    status_code=202,
+    summary="Send a command (admin)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CommandIn.model_json_schema()}},
+        }
+    },
+)
+async def send_command(vehicle_id: str, request: Request, who: Admin, feed: Feed) -> dict[str, Any]:
+    """The body is read here, after the token check (FastAPI reads declared bodies first)."""
+    checked_vehicle_id(vehicle_id)
+    body = await _command_body(request)
     command = Command(cmd=body.cmd, interval_s=body.interval_s, id=f"{who.name}-{time.time_ns()}")
     if not feed.publish(cmd_topic(vehicle_id), msgspec.json.encode(command)):
         raise ApiError(503, "broker unavailable", "the API is not connected to the MQTT broker")
     return {"topic": cmd_topic(vehicle_id), "command": msgspec.structs.asdict(command)}
 
 
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+async def _command_body(request: Request) -> CommandIn:
+    raw = await request.body()  # bounded by api.http_guards
+    try:
+        return CommandIn.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = [
+            {"where": ".".join(["body", *(str(p) for p in e["loc"])]), "problem": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        raise ApiError(422, "invalid request", problems) from None

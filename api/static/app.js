@@ -14,15 +14,24 @@
   var TRACK_WINDOW_MS = 30 * 60 * 1000;
   var ALERTS_REFRESH_MS = 30 * 1000;
 
-  // ---- token: ?token= in the URL, kept in sessionStorage, removed from the address bar
-  var params = new URLSearchParams(window.location.search);
-  if (params.get("token")) {
-    sessionStorage.setItem("fleetToken", params.get("token"));
-    params.delete("token");
-    var rest = params.toString();
-    history.replaceState(null, "", window.location.pathname + (rest ? "?" + rest : ""));
+  // ---- token → session: the token arrives in the address bar (#token=…, which never
+  // reaches a server; or the older ?token=…), is removed from it at once, traded once
+  // (POST api/v1/session, Authorization: Bearer) for an HttpOnly session cookie and then
+  // forgotten: no script, storage or URL keeps it.
+  function takeToken() {
+    var hash = new URLSearchParams(window.location.hash.replace(/^#/, ""));
+    var query = new URLSearchParams(window.location.search);
+    var found = hash.get("token") || query.get("token") || "";
+    if (hash.has("token") || query.has("token")) {
+      hash.delete("token");
+      query.delete("token");
+      var q = query.toString(), h = hash.toString();
+      history.replaceState(null, "", window.location.pathname + (q ? "?" + q : "") + (h ? "#" + h : ""));
+    }
+    return found;
   }
-  var token = sessionStorage.getItem("fleetToken") || "";
+  var pendingToken = takeToken();
+  try { sessionStorage.removeItem("fleetToken"); } catch (e) { /* storage disabled */ }
 
   var state = {
     connected: false,
@@ -51,9 +60,11 @@
 
   function $(id) { return document.getElementById(id); }
 
+  // REST calls carry the session cookie (same origin), never a token
   function api(path) {
-    return fetch(path, { headers: { Authorization: "Bearer " + token } }).then(function (r) {
+    return fetch(path, { credentials: "same-origin" }).then(function (r) {
       if (r.status === 401 || r.status === 403) { showAuthError(); }
+      if (r.status === 429) { showRateLimited(r.headers.get("Retry-After")); }
       if (!r.ok) { var e = new Error(path + " → HTTP " + r.status); e.status = r.status; throw e; }
       return r.json();
     });
@@ -63,6 +74,23 @@
     state.error = "unauthorized";
     $("auth-error").hidden = false;
     setConnection("no valid token", "conn-error");
+  }
+
+  function showRateLimited(retryAfter) {
+    state.error = "rate limited";
+    setConnection("too many failed sign-ins; retry in " + (retryAfter || "a few") + " s", "conn-error");
+  }
+
+  function startSession() {
+    if (!pendingToken) { return Promise.resolve(); }
+    var secret = pendingToken;
+    pendingToken = "";
+    return fetch(API + "/session", {
+      method: "POST", credentials: "same-origin", headers: { Authorization: "Bearer " + secret }
+    }).then(function (r) {
+      if (r.status === 429) { showRateLimited(r.headers.get("Retry-After")); }
+      else if (!r.ok) { showAuthError(); }
+    }).catch(function (e) { console.warn("session", e); });
   }
 
   function setConnection(text, cls) {
@@ -495,7 +523,7 @@
   function wsUrl() {
     var proto = window.location.protocol === "https:" ? "wss:" : "ws:";
     var base = window.location.pathname.replace(/[^/]*$/, "");
-    return proto + "//" + window.location.host + base + "ws/live?token=" + encodeURIComponent(token);
+    return proto + "//" + window.location.host + base + "ws/live";  // the session cookie goes along
   }
 
   function connect() {
@@ -516,7 +544,8 @@
     };
     socket.onclose = function (ev) {
       state.connected = false;
-      if (ev.code === 4401) { showAuthError(); return; }
+      if (ev.code === 4401 || ev.code === 4403) { showAuthError(); return; }
+      if (ev.code === 4429) { showRateLimited(null); }
       setConnection("reconnecting (" + (ev.code || "closed") + ")…", "conn-error");
       setTimeout(connect, reconnectDelay);
       reconnectDelay = Math.min(reconnectDelay * 2, 10000);
@@ -568,9 +597,10 @@
   $("routes-none").addEventListener("click", function () { setAllRoutes(false); });
   $("bbox-toggle").addEventListener("change", onBboxToggle);
   $("details-close").addEventListener("click", closeDetails);
-  if (!token) { showAuthError(); return; }
-
-  api(API + "/config").then(function (cfg) {
+  startSession().then(function () {
+    if (state.error) { throw new Error(state.error); }
+    return api(API + "/config");
+  }).then(function (cfg) {
     state.config = cfg;
     if (cfg && cfg.tile_url) {
       L.tileLayer(cfg.tile_url, { maxZoom: 19, attribution: cfg.tile_attribution || "" }).addTo(map);
@@ -578,7 +608,7 @@
       document.body.classList.add("no-tiles");
     }
   }).catch(function () { document.body.classList.add("no-tiles"); })
-    .then(loadRoutes)
+    .then(function () { if (!state.error) { return loadRoutes(); } })
     .then(function () {
       if (state.error) { return; }
       connect();
