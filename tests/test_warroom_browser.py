@@ -8,6 +8,11 @@ server's filtered snapshot carries only that route), that alerts and the congest
 layer show, and that a device that goes quiet turns stale and, killed without a clean
 disconnect, offline through its last will.  A screenshot is saved as
 ``artifacts/warroom.png``.
+
+It also checks that the token never stays anywhere it could leak: the page trades it
+for an HttpOnly session cookie and removes it from the address bar (``?token=`` of the
+demo's link, or ``#token=``), keeps it in no storage, and after the whole session no log
+file of the demo (API, ingest, broker, database, the demo itself) contains it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from broker.runner import BrokerLayout, reload_running_broker
+from broker.runner import BrokerLayout
 from tests.demo_support import DemoProcess, demo_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,8 +137,8 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
     demo: DemoProcess,
 ) -> None:
     # a device the test can kill: credentials in the demo's broker, then reload it
-    BrokerLayout(demo.data_dir).passwords().add_device(TEST_VAN, TEST_VAN_PASSWORD)
-    assert reload_running_broker(demo.data_dir)
+    with BrokerLayout(demo.data_dir).accounts() as accounts:
+        accounts.put({TEST_VAN: TEST_VAN_PASSWORD})
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -141,12 +146,13 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(demo.map_url)
-        assert "token=" not in page.url  # the token moves to sessionStorage
+        assert "token=" not in page.url  # traded for a session cookie, out of the address bar
 
         # 1. van markers appear (the sim's 20 vans) ...
         page.wait_for_function(
             "window.fleetState && fleetState.markers().length >= 15", timeout=60_000
         )
+        _assert_token_kept_out_of_the_page(page, demo.token)
         first = {m["id"]: (m["lat"], m["lon"]) for m in _markers(page)}
         assert all(m["onMap"] for m in _markers(page))
         # ... and change position as deltas arrive
@@ -267,8 +273,19 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
         page.screenshot(path=str(ARTIFACTS / "warroom.png"))
         assert not errors, errors
 
+        # the #token= form (never sent to a server) works the same way
+        other = browser.new_page()
+        other.goto(f"{demo.base_url}/#token={demo.token}")
+        other.wait_for_function("fleetState.markers().length >= 15", timeout=30_000)
+        _assert_token_kept_out_of_the_page(other, demo.token)
+        other.close()
+
         # without a token, or with a wrong one, the page says what to do and shows no van
-        for url in (demo.base_url + "/", demo.base_url + "/?token=flt_wrong"):
+        for url in (
+            demo.base_url + "/",
+            demo.base_url + "/?token=flt_wrong",
+            demo.base_url + "/#token=flt_wrong",
+        ):
             other = browser.new_page()
             other.goto(url)
             other.wait_for_selector("#auth-error", state="visible", timeout=10_000)
@@ -276,3 +293,36 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
             assert other.evaluate("fleetState.markers().length") == 0
             other.close()
         browser.close()
+
+    # REST calls with the token too (as an operator's script would make them) ...
+    with demo.api() as api:
+        assert api.get("/api/v1/vehicles").status_code == 200
+        assert api.get(f"/api/v1/vehicles?token={demo.token}").status_code == 400
+    # ... and after all that no log file holds the token
+    _assert_no_log_holds(demo, demo.token)
+
+
+def _assert_token_kept_out_of_the_page(page: Page, token: str) -> None:
+    assert token not in page.url and "token=" not in page.url
+    kept = page.evaluate(
+        """() => JSON.stringify([Object.entries(sessionStorage), Object.entries(localStorage),
+                                 document.cookie, window.name, history.state])"""
+    )
+    assert token not in kept, kept
+    (session,) = [c for c in page.context.cookies() if c["name"] == "fleet_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert token not in session["value"]
+
+
+def _assert_no_log_holds(demo: DemoProcess, token: str) -> None:
+    logs = [p for p in demo.data_dir.rglob("*") if p.is_file() and _is_log(p)]
+    logs.append(demo.stderr_path)
+    assert any(p.name == "api.log" for p in logs), logs
+    for path in logs:
+        text = path.read_bytes()
+        assert token.encode() not in text, f"the token is in {path}"
+        assert token.removeprefix("flt_").encode() not in text, f"the token is in {path}"
+
+
+def _is_log(path: Path) -> bool:
+    return path.suffix == ".log" or "log" in path.parent.name or path.name.endswith(".stderr")
