@@ -1,8 +1,8 @@
 """Count what a run lost or doubled, from what the devices *generated* (not what was acked).
 
-Every generated fix is listed as ``(vehicle_id, ts)`` from the per-device counts and the
-:class:`~devtools.receipt_devices.FixPlan`, copied into a temporary table and compared
-with ``positions`` by exact queries:
+Every generated fix is listed as ``(vehicle_id, ts)`` (the generators derive them from
+per-device counts: fix identity is deterministic), copied into a temporary table and
+compared with ``positions`` by exact queries:
 
 * ``lost``: generated fixes with no row in ``positions``;
 * ``dup_rows``: rows beyond one per ``(vehicle_id, ts)`` among the run's vehicles;
@@ -12,12 +12,10 @@ with ``positions`` by exact queries:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
-
-from devtools.receipt_devices import FixPlan
 
 __all__ = ["Audit", "audit_run"]
 
@@ -35,17 +33,17 @@ class Audit:
         return self.lost == 0 and self.dup_rows == 0 and self.stray == 0
 
 
-def audit_run(dsn: str, counts: Mapping[str, int], plan: FixPlan) -> Audit:
-    """Compare the generated fixes (``counts[vehicle] = n`` → seq ``0 .. n-1``) with the DB."""
-    generated = sum(counts.values())
+def audit_run(dsn: str, generated_fixes: Iterable[tuple[str, int]]) -> Audit:
+    """Compare the generated fixes, ``(vehicle_id, ts in epoch ms)``, with ``positions``."""
+    generated = 0
     with psycopg.connect(dsn) as conn:
         conn.execute(
             "CREATE TEMP TABLE generated_fixes (vehicle_id text NOT NULL, ts_ms bigint NOT NULL)"
         )
         with conn.cursor().copy("COPY generated_fixes (vehicle_id, ts_ms) FROM STDIN") as copy:
-            for vehicle_id, n in counts.items():
-                for seq in range(n):
-                    copy.write_row((vehicle_id, plan.ts(seq)))
+            for fix in generated_fixes:
+                copy.write_row(fix)
+                generated += 1
         conn.execute(
             "CREATE TEMP TABLE run_vehicles AS SELECT DISTINCT vehicle_id FROM generated_fixes"
         )

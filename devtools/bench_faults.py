@@ -246,7 +246,7 @@ def run_faults_bench(opts: FaultOptions, say: Callable[[str], None]) -> FaultRep
             say(f"drained={drained} in {drain_s:.1f} s: {run.status()}")
         finally:
             run.devices.close()
-        result = audit_run(rig.dsn, run.devices.generated_counts(), run.plan)
+        result = audit_run(rig.dsn, run.devices.generated_fixes())
         if result.stray:
             say(f"stray rows (no generated fix has their ts): {result.stray}")
         return FaultReport(result, run.devices.confirmed, drain_s, drained)

@@ -25,7 +25,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from fleet.contract import Fix, encode_fix, telemetry_topic
@@ -172,6 +172,13 @@ class ReceiptDevices:
     def generated_counts(self) -> dict[str, int]:
         """Fixes generated per device: device ``d`` has seq ``0 .. n - 1``."""
         return dict(zip(self.opts.device_ids, self.per_device, strict=True))
+
+    def generated_fixes(self) -> Iterator[tuple[str, int]]:
+        """Every generated fix as ``(vehicle_id, ts)``, for :func:`devtools.audit.audit_run`."""
+        ts = self.opts.plan.ts
+        for vehicle_id, n in zip(self.opts.device_ids, self.per_device, strict=True):
+            for seq in range(n):
+                yield vehicle_id, ts(seq)
 
     # -- the device loop (own thread) ------------------------------------------------------
 

@@ -118,7 +118,7 @@ class Scenario:
                 t.cancel()
             fleet.close()
         return Outcome(
-            audit=audit_run(self.dsn, fleet.generated_counts(), self.plan),
+            audit=audit_run(self.dsn, fleet.generated_fixes()),
             confirmed=fleet.confirmed,
             drained=drained,
             drain_s=drain_s,
