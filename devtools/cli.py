@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import typer
 
 from fleet import logs
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through the benchmark's cleanup: nothing left running
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -25,6 +32,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """
         from devtools.bench_faults import FaultOptions, run_faults_bench  # noqa: PLC0415
 
+        signal.signal(signal.SIGTERM, _interrupt)
         logs.configure("ERROR")  # the progress lines say what happened
         opts = FaultOptions(
             duration_s=duration,
