@@ -189,7 +189,10 @@ class DeviceAgent:
         return ts
 
     def _drain(self) -> bool:
-        """Wait until every queued fix is acknowledged (or stop / the drain timeout)."""
+        """Wait until every queued fix is settled (or stop / the drain timeout).
+
+        Settled: a storage receipt covers it (receipts off: its PUBACK arrived).
+        """
         timeout = self.config.drain_timeout_s
         deadline = None if timeout is None else time.monotonic() + timeout
         depth = self._queue.depth()

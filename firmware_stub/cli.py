@@ -70,6 +70,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             0, help="Cap the upload at this many payload bytes/s (0: no cap)."
         ),
         backoff_max: float = typer.Option(None, help="Longest reconnect delay in s (default 60)."),
+        receipts: bool = typer.Option(
+            None,
+            "--receipts/--no-receipts",
+            help="Keep each fix until a storage receipt on fleet/<id>/ack says it is stored "
+            "(default FLEET_DEVICE_RECEIPTS, on); --no-receipts: delete on the broker's "
+            "PUBACK, for a server that sends no receipts.",
+            show_default=False,
+        ),
+        receipt_timeout: float = typer.Option(
+            None, help="Resend when no receipt came this many s after the PUBACK (default 15)."
+        ),
         drain: bool = typer.Option(
             True, help="When the source ends, wait until the queue is uploaded."
         ),
@@ -102,6 +113,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 backoff_initial_s=min(s.device_backoff_initial_s, max_backoff),
                 backoff_max_s=max_backoff,
                 upload_limit_bps=upload_limit_bps,
+                receipts=s.device_receipts if receipts is None else receipts,
+                receipt_timeout_s=receipt_timeout or s.device_receipt_timeout_s,
             )
             config = AgentConfig(
                 uplink=uplink,
@@ -126,7 +139,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         signal.signal(signal.SIGINT, _interrupt)
         typer.echo(
             f"device {vid}: reading {source.name}, broker {uplink.host}:{uplink.port}, "
-            f"queue {config.queue_path}",
+            f"queue {config.queue_path}, "
+            + ("storage receipts" if uplink.receipts else "no receipts (PUBACK deletes)"),
             err=True,
         )
         try:

@@ -1,9 +1,10 @@
-"""The store-and-forward queue: fixes on disk until the broker has acknowledged them.
+"""The store-and-forward queue: fixes on disk until the platform has stored them.
 
 SQLite in WAL mode with ``synchronous=FULL``: every :meth:`FixQueue.put` is its own
 transaction, fsynced before it returns, so a fix that was queued survives ``kill -9``
-and a power cut. Rows leave the queue only through :meth:`FixQueue.delete_range`, which
-the uploader calls when the broker's PUBACK for the batch carrying them arrives.
+and a power cut. Rows leave the queue only through :meth:`FixQueue.delete_ranges`, which
+the uploader calls when a storage receipt settles them (or, with receipts off,
+:meth:`FixQueue.delete_range` when the broker's PUBACK for their batch arrives).
 
 The row id (``AUTOINCREMENT``: never reused, even after the queue was empty) is the fix's
 ``seq``, the per-device counter of the wire contract. A queue holds at most
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -142,14 +144,31 @@ class FixQueue:
         ]
 
     def delete_range(self, first_seq: int, last_seq: int) -> int:
-        """Forget fixes ``first_seq..last_seq`` (the broker acknowledged them)."""
+        """Forget fixes ``first_seq..last_seq``; return how many were queued."""
+        return self.delete_ranges([(first_seq, last_seq)])
+
+    def delete_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Forget the fixes in these inclusive seq ranges, in one transaction.
+
+        Return how many of them were still queued: ranges may overlap, repeat or cover
+        seqs long gone (a receipt applied twice), which deletes nothing more.
+        """
+        deleted = 0
         try:
             with self._lock:
-                return self._db.execute(
-                    "DELETE FROM fixes WHERE seq BETWEEN ? AND ?", (first_seq, last_seq)
-                ).rowcount
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for first_seq, last_seq in ranges:
+                        deleted += self._db.execute(
+                            "DELETE FROM fixes WHERE seq BETWEEN ? AND ?", (first_seq, last_seq)
+                        ).rowcount
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as exc:
             raise QueueError(f"cannot write the fix queue {self.path}: {exc}") from exc
+        return deleted
 
     def depth(self) -> int:
         """How many fixes wait for upload."""

@@ -27,3 +27,14 @@ class DeviceSettings(CommonSettings):
     device_backoff_initial_s: float = Field(default=1.0, gt=0)
     device_backoff_max_s: float = Field(default=60.0, gt=0)
     device_keepalive_s: int = Field(default=30, ge=5, le=65535)
+    device_receipts: bool = Field(
+        default=True,
+        description="Keep fixes until a storage receipt covers them (off: until the PUBACK).",
+    )
+    device_receipt_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=120.0,
+        description="Resend from the oldest unsettled fix when no receipt came this long "
+        "after the PUBACK (doubling per timeout in a row, up to 120 s).",
+    )

@@ -26,7 +26,15 @@ from paho.mqtt.properties import Properties
 from firmware_stub.agent import AgentConfig, DeviceAgent, RunSummary
 from firmware_stub.nmea import with_checksum
 from firmware_stub.uploader import UplinkConfig
-from fleet.contract import Fix, TopicKind, Validation, decode_telemetry, status_topic
+from fleet.contract import (
+    Fix,
+    TopicKind,
+    Validation,
+    decode_telemetry,
+    receipt_topic,
+    status_topic,
+)
+from fleet.receipts import Receipt, encode_receipt, to_ranges
 
 REPO = Path(__file__).resolve().parent.parent
 FLEET = REPO / ".venv" / "bin" / "fleet"
@@ -132,10 +140,25 @@ LENIENT = Validation(max_future_ms=10**13, max_age_ms=10**13)
 
 
 class Subscriber:
-    """``svc-ingest`` with a persistent session: records every fix and status it gets."""
+    """``svc-ingest`` with a persistent session: records every fix and status it gets.
 
-    def __init__(self, port: int, password: str, vid: str, username: str = "svc-ingest") -> None:
+    With ``receipts`` it also plays ingest's part of the contract: each telemetry message
+    is answered with a storage receipt for its fixes (received = "stored" here), so the
+    agent empties its queue. Without, the agent keeps every fix and resends.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        password: str,
+        vid: str,
+        username: str = "svc-ingest",
+        *,
+        receipts: bool = True,
+    ) -> None:
         self.vid = vid
+        self.receipts = receipts
+        self.receipts_sent = 0
         self.fixes: list[Fix] = []
         self.messages = 0
         self.batches: list[tuple[int, int]] = []  # (payload bytes, fixes) per message
@@ -176,6 +199,12 @@ class Subscriber:
             self.batches.append((len(msg.payload), len(res.fixes)))
             self.arrivals.append(time.monotonic())
             self.fixes.extend(res.fixes)
+        if self.receipts:
+            seqs = [f.seq for f in res.fixes if f.seq is not None]
+            receipt = encode_receipt(Receipt(seq=to_ranges(seqs)))
+            client.publish(receipt_topic(self.vid), receipt, qos=1)
+            with self.lock:
+                self.receipts_sent += 1
 
     def count(self) -> int:
         with self.lock:
@@ -196,6 +225,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+def publish_receipt(port: int, password: str, vid: str, payload: bytes) -> None:
+    """Publish one storage receipt to the device as ``svc-ingest`` (ingest's user)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.username_pw_set("svc-ingest", password)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        info = client.publish(receipt_topic(vid), payload, qos=1)
+        info.wait_for_publish(5)
+        assert info.is_published(), "the receipt got no PUBACK"
+    finally:
+        client.disconnect()  # first: the loop thread then ends at once
+        client.loop_stop()
 
 
 def retained_status(port: int, password: str, vid: str, timeout: float = 5) -> str | None:
@@ -235,6 +279,16 @@ class FreezableProxy:
 
     def freeze(self) -> None:
         self.frozen.set()
+
+    def cut(self) -> None:
+        """Drop every open connection (a cell handover); new ones are forwarded again."""
+        conns, self._conns = self._conns, []
+        for sock in conns:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
 
     def _accept(self) -> None:
         self.listener.settimeout(0.1)
@@ -282,13 +336,21 @@ class FreezableProxy:
 
 
 def run_agent(
-    vid: str, password: str, port: int, queue_path: Path, nmea: str, *args: str, log: Path
+    vid: str,
+    password: str,
+    port: int,
+    queue_path: Path,
+    nmea: str,
+    *args: str,
+    log: Path,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "FLEET_MQTT_PASSWORD": password,
         "FLEET_MQTT_HOST": "127.0.0.1",
         "FLEET_LOG_LEVEL": "INFO",
+        **(env or {}),
     }
     cmd = [
         str(FLEET) if FLEET.exists() else sys.executable,
@@ -320,6 +382,15 @@ def queue_stats(queue_path: Path) -> tuple[int, int]:
         return (seq[0] if seq else 0), depth
     except sqlite3.OperationalError:
         return 0, 0
+    finally:
+        db.close()
+
+
+def queued_seqs(queue_path: Path) -> list[int]:
+    """The seqs still in the agent's queue, oldest first (read-only)."""
+    db = sqlite3.connect(f"file:{queue_path}?mode=ro", uri=True, timeout=5)
+    try:
+        return [row[0] for row in db.execute("SELECT seq FROM fixes ORDER BY seq")]
     finally:
         db.close()
 

@@ -43,6 +43,18 @@ def test_queue_is_fifo_and_durable_across_reopen(tmp_path: Path) -> None:
     q.close()
 
 
+def test_queue_deletes_receipt_ranges_idempotently(tmp_path: Path) -> None:
+    q = FixQueue(tmp_path / "q.sqlite3")
+    for i in range(10):
+        q.put(ts=1000 * i, lat=-5.1, lon=119.4)
+    # overlapping, repeated and out-of-queue ranges count each queued fix once
+    assert q.delete_ranges([(2, 4), (3, 5), (9, 20), (100, 200)]) == 6
+    assert [f.seq for f in q.oldest(0, 20)] == [1, 6, 7, 8]
+    assert q.delete_ranges([(2, 4)]) == 0  # a receipt applied twice deletes nothing more
+    assert q.delete_ranges([]) == 0
+    q.close()
+
+
 def test_queue_uses_wal_and_full_sync(tmp_path: Path) -> None:
     q = FixQueue(tmp_path / "q.sqlite3")
     assert q._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -125,6 +137,17 @@ def test_batch_respects_the_fix_count_and_a_small_byte_budget() -> None:
         UplinkConfig(vehicle_id="v", batch_max_fixes=MAX_BATCH_FIXES + 1)
     with pytest.raises(ValueError):
         UplinkConfig(vehicle_id="v", batch_max_bytes=MAX_PAYLOAD_BYTES + 1)
+
+
+def test_receipt_settings_are_checked() -> None:
+    cfg = UplinkConfig(vehicle_id="v")
+    assert cfg.receipts and cfg.receipt_timeout_s == 15.0 and cfg.receipt_timeout_max_s == 120
+    with pytest.raises(ValueError, match="receipt_timeout_s"):
+        UplinkConfig(vehicle_id="v", receipt_timeout_s=200.0)
+    with pytest.raises(ValueError, match="receipt_timeout_s"):
+        UplinkConfig(vehicle_id="v", receipt_timeout_s=0.0)
+    with pytest.raises(ValueError, match="receipt_window"):
+        UplinkConfig(vehicle_id="v", receipt_window=0)
 
 
 # -- backoff -------------------------------------------------------------------------------

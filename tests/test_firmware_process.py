@@ -47,7 +47,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def test_kill_9_mid_upload_loses_nothing(
     broker: MosquittoBroker, device: tuple[str, str], sub: Subscriber, tmp_path: Path
 ) -> None:
-    """Batches on the wire without a PUBACK when the agent dies are sent again."""
+    """Batches on the wire without a receipt when the agent dies are sent again."""
     vid, password = device
     n = 1200
     start = now_ms() - 3_600_000
@@ -72,7 +72,7 @@ def test_kill_9_mid_upload_loses_nothing(
     highest_seq, depth = queue_stats(queue_path)
     assert highest_seq == n
     assert len(received_before) < n and depth > 0  # it really died mid-upload
-    assert depth >= n - len(received_before)  # unacknowledged fixes are still on disk
+    assert depth >= n - len(received_before)  # unreceipted fixes are still on disk
 
     empty = tmp_path / "empty.nmea"
     empty.write_text("")
@@ -86,8 +86,8 @@ def test_kill_9_mid_upload_loses_nothing(
     assert {f.ts for f in got} == {start + i * 1000 for i in range(n)}
     assert queue_stats(queue_path)[1] == 0
     # Duplicates would be allowed by the contract, but here there are none: everything
-    # the broker received before the link stalled was acknowledged, and the held
-    # batches never reached it.
+    # the broker received before the link stalled was receipted (receipts still reach
+    # the device: only its uplink stalls), and the held batches never reached it.
     assert len(got) == n
 
 
@@ -176,3 +176,42 @@ def test_stdin_pipe_sample_log_end_to_end(
     # Accuracy comes from the GGA's HDOP; one epoch lost its GGA to a truncated line.
     assert sum(f.accuracy is None for f in fixes) == 1
     assert all(-5.2 < f.lat < -5.1 and 119.4 < f.lon < 119.5 for f in fixes)
+
+
+def test_no_receipts_flag_and_setting(
+    broker: MosquittoBroker, device: tuple[str, str], tmp_path: Path
+) -> None:
+    """Nobody stores the fixes (no ingest): by default they stay queued; ``--no-receipts``
+    (or ``FLEET_DEVICE_RECEIPTS=false``) deletes them on the PUBACK, as before receipts."""
+    vid, password = device
+    queue_path = tmp_path / "queue.sqlite3"
+    log = tmp_path / "agent.log"
+    fast = ("--speed", "0", "--interval", "1")
+    proc = run_agent(
+        vid, password, broker.port, queue_path, str(SAMPLE), *fast, "--drain-timeout", "2",
+        log=log,
+    )  # fmt: skip
+    try:
+        assert proc.wait(60) == 1, log.read_text()[-3000:]  # not drained
+    finally:
+        _stop(proc)
+    assert queue_stats(queue_path) == (SAMPLE_FIXES, SAMPLE_FIXES)
+    assert "storage receipts" in log.read_text()
+
+    empty = tmp_path / "empty.nmea"
+    empty.write_text("")
+    proc = run_agent(vid, password, broker.port, queue_path, str(empty), "--no-receipts", log=log)
+    try:
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        _stop(proc)
+    assert queue_stats(queue_path) == (SAMPLE_FIXES, 0)
+
+    env = {"FLEET_DEVICE_RECEIPTS": "false"}
+    proc = run_agent(vid, password, broker.port, queue_path, str(SAMPLE), *fast, log=log, env=env)
+    try:
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        _stop(proc)
+    assert queue_stats(queue_path) == (2 * SAMPLE_FIXES, 0)
+    assert "no receipts (PUBACK deletes)" in log.read_text()
