@@ -42,6 +42,11 @@ class CommonSettings(BaseSettings):
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    mqtt_admin_password: str | None = Field(
+        default=None,
+        description="svc-admin's password: `fleet device` then changes accounts on the broker "
+        "at FLEET_MQTT_HOST:FLEET_MQTT_PORT (production) instead of in FLEET_DATA_DIR.",
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
 
@@ -50,7 +55,16 @@ class BrokerSettings(CommonSettings):
     """``fleet broker``: the Mosquitto process with the project's config."""
 
     broker_port: int = Field(default=1883, ge=1, le=65535)
-    broker_bind: str = "127.0.0.1"
+    broker_bind: str = Field(
+        default="127.0.0.1",
+        description="The plaintext listener (services): loopback or an internal network only.",
+    )
+    broker_tls_port: int = Field(default=8883, ge=1, le=65535)
+    broker_tls_bind: str = "0.0.0.0"  # noqa: S104  the devices' listener: TLS only
+    broker_tls_cert: Path | None = Field(
+        default=None, description="Server certificate (PEM); with the key, enables TLS."
+    )
+    broker_tls_key: Path | None = None
 
 
 class IngestSettings(CommonSettings):

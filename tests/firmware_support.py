@@ -131,8 +131,8 @@ def now_ms() -> int:
 def add_device(broker: object, vid: str | None = None) -> tuple[str, str]:
     vid = vid or f"van-{uuid.uuid4().hex[:8]}"
     password = f"pw-{uuid.uuid4().hex}"
-    broker.layout.passwords().add_device(vid, password)  # type: ignore[attr-defined]
-    broker.reload()  # type: ignore[attr-defined]
+    with broker.accounts() as accounts:  # type: ignore[attr-defined]
+        accounts.put({vid: password})
     return vid, password
 
 

@@ -14,9 +14,9 @@ from broker.runner import MosquittoBroker
 
 
 def add_device(broker: MosquittoBroker, vehicle_id: str, password: str = "pw-secret") -> str:
-    broker.layout.passwords().add_device(vehicle_id, password)
-    broker.reload()
-    time.sleep(0.2)  # SIGHUP is asynchronous; mosquitto re-reads the files on its next loop
+    """A device account on the running broker (effective when the control call returns)."""
+    with broker.accounts() as accounts:
+        accounts.put({vehicle_id: password})
     return password
 
 
@@ -26,7 +26,11 @@ class Publisher:
     def __init__(self, port: int, username: str, password: str, client_id: str | None = None):
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"pub-{username}-{time.monotonic_ns()}",
+            # a device's account is bound to its client id (= its vehicle id)
+            client_id=client_id
+            or (
+                f"pub-{username}-{time.monotonic_ns()}" if username.startswith("svc-") else username
+            ),
             protocol=mqtt.MQTTv5,
         )
         self.client.username_pw_set(username, password)

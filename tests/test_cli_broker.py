@@ -10,7 +10,7 @@ import sys
 
 import psycopg
 
-from broker.credentials import PasswordFile, verify_password
+from broker.dynsec import DynsecFile
 from broker.runner import wait_for_port
 from fleet.storage.embedded import free_port
 
@@ -30,9 +30,9 @@ def test_device_add_list_remove(tmp_path):
     r = fleet("device", "add", "PP-0042", "--data-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
     password = r.stdout.split("password (shown once): ")[1].strip()
-    pw = PasswordFile(tmp_path / "broker" / "passwd")
-    assert pw.check("PP-0042", password)
-    assert not pw.check("PP-0042", password + "x")
+    accounts = DynsecFile(tmp_path / "broker" / "dynamic-security.json")
+    assert accounts.check("PP-0042", password)
+    assert not accounts.check("PP-0042", password + "x")
 
     again = fleet("device", "add", "PP-0042", "--data-dir", str(tmp_path))
     assert again.returncode == 2 and "already exists" in again.stderr
@@ -49,16 +49,6 @@ def test_device_ids_are_validated_and_service_names_reserved(tmp_path):
     assert bad.returncode == 2 and "vehicle id" in bad.stderr
     svc = fleet("device", "add", "svc-ingest", "--data-dir", str(tmp_path))
     assert svc.returncode == 2 and "reserved" in svc.stderr
-
-
-def test_password_hash_format_matches_mosquitto():
-    # a line produced by `mosquitto_passwd -b pw alice secret` (Mosquitto 2.0.11)
-    line = (
-        "$7$101$gumrFpK8ZmtCMliP$e3rkipTP+c1PsHLkChR3mVn1Er75+m5vP9BZaadhTBk93I2/skca7Q5Z"
-        "xpKyMfFF1hk29qtGMyOhf4l2QxMLxQ=="
-    )
-    assert verify_password("secret", line)
-    assert not verify_password("Secret", line)
 
 
 def test_db_migrate_is_idempotent(pg_server):

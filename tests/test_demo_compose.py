@@ -52,7 +52,8 @@ def interpolate(text: str, env: dict[str, str]) -> str:
 
 REQUIRED_ENV = {
     "POSTGRES_PASSWORD": "pg-secret",
-    "FLEET_MQTT_PASSWD_FILE": "/srv/fleet/mosquitto-passwd",
+    "FLEET_MQTT_TLS_DIR": "/srv/fleet/tls",
+    "FLEET_MQTT_ADMIN_PASSWORD": "admin-secret",
     "FLEET_INGEST_MQTT_PASSWORD": "ingest-secret",
     "FLEET_API_MQTT_PASSWORD": "api-secret",
 }
@@ -88,11 +89,11 @@ def test_every_required_variable_fails_fast_with_a_message() -> None:
 
 def test_services_images_and_profiles(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"db", "mosquitto", "migrate", "ingest", "api", "sim"}
+    assert set(services) == {"db", "broker-init", "mosquitto", "migrate", "ingest", "api", "sim"}
     assert services["db"]["image"].startswith("timescale/timescaledb:")
     assert "pg17" in services["db"]["image"] or "pg18" in services["db"]["image"]
     assert services["mosquitto"]["image"] == "eclipse-mosquitto:2"
-    for name in ("migrate", "ingest", "api", "sim"):
+    for name in ("broker-init", "migrate", "ingest", "api", "sim"):
         assert services[name]["build"]["dockerfile"] == "Dockerfile"
         assert services[name]["image"].startswith("makassar-fleet:")
     assert services["sim"]["profiles"] == ["sim"]
@@ -180,13 +181,24 @@ def test_mosquitto_mounts_match_the_broker_config(compose: dict[str, Any]) -> No
         line.split(" ", 1) for line in conf.splitlines() if line and not line.startswith("#")
     )
     assert mounts["/mosquitto/config/mosquitto.conf"] == "./broker/mosquitto.conf"
-    assert mounts[settings["acl_file"]] == "./broker/acl"
-    assert settings["password_file"] in mounts
-    assert settings["persistence_location"].rstrip("/") in mounts
+    data = settings["persistence_location"].rstrip("/")
+    assert mounts[data] == "mosquitto-data"
+    # the accounts file is in the data volume, written there by broker-init before the start
+    accounts = settings["plugin_opt_config_file"]
+    assert accounts.startswith(data + "/")
+    init = compose["services"]["broker-init"]
+    assert init["command"][-1] == accounts and "mosquitto-data:" + data in init["volumes"]
+    assert compose["services"]["mosquitto"]["depends_on"]["broker-init"]["condition"] == (
+        "service_completed_successfully"
+    )
+    # certificate and key where the TLS listener reads them
+    certs = {Path(settings["certfile"]).parent, Path(settings["keyfile"]).parent}
+    assert {str(c) for c in certs} <= set(mounts)
     for source in mounts.values():
         if source.startswith("./"):
             assert (ROOT / source).is_file(), source
-    assert compose["services"]["mosquitto"]["ports"] == ["1883:1883"]
+    # only TLS is published: the plaintext listener stays on the compose network
+    assert compose["services"]["mosquitto"]["ports"] == ["8883:8883"]
 
 
 def test_dockerfile_ships_the_same_map_library_as_make_web_assets() -> None:

@@ -24,7 +24,7 @@ import pytest
 import api.demo as demo_module
 from api.demo import DemoError, DemoStack, masked_dsn, pid_alive
 from api.web_assets import WebAssetsError
-from broker.runner import BrokerLayout, reload_running_broker
+from broker.runner import BrokerLayout
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from tests.demo_support import DemoProcess, broker_running, demo_data_dir, wait_until
 from tests.mqtt_support import Publisher
@@ -40,8 +40,8 @@ def data_dir() -> Iterator[Path]:
 
 
 def _publish_fix(demo: DemoProcess, ts_ms: int) -> None:
-    BrokerLayout(demo.data_dir).passwords().add_device(VAN, VAN_PASSWORD)
-    assert reload_running_broker(demo.data_dir)
+    with BrokerLayout(demo.data_dir).accounts() as accounts:
+        accounts.put({VAN: VAN_PASSWORD})
     deadline = time.monotonic() + 10
     while True:  # the broker re-reads its password file on SIGHUP asynchronously
         try:

@@ -75,7 +75,7 @@ def _connect(
     result: dict[str, object] = {}
     c = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"acl-{user}-{time.monotonic_ns()}",
+        client_id=f"acl-{user}-{time.monotonic_ns()}" if user.startswith("svc-") else user,
         protocol=mqtt.MQTTv5,
     )
     c.username_pw_set(user, password)

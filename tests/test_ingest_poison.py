@@ -158,40 +158,54 @@ def test_dead_letters_expire_after_the_retention(db_dsn):
     assert count(db_dsn, "SELECT count(*) FROM rejected_messages") == 1
 
 
-def _receipts_of(port: int, vid: str, password: str) -> tuple[mqtt.Client, list[bytes]]:
-    got: list[bytes] = []
-    granted: list[int] = []
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"r-{vid}", protocol=mqtt.MQTTv5)
-    c.username_pw_set(vid, password)
-    c.on_message = lambda cl, u, m: got.append(m.payload)
-    c.on_subscribe = lambda cl, u, mid, rcs, p: granted.extend(rc.value for rc in rcs)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    c.subscribe(receipt_topic(vid), qos=1)
-    wait_for(lambda: bool(granted), 10, "SUBACK")
-    return c, got
+class Device:
+    """A device's one MQTT connection (client id = vehicle id): publishes, reads receipts."""
+
+    def __init__(self, port: int, vid: str, password: str) -> None:
+        self.got: list[bytes] = []
+        self.granted: list[int] = []
+        self.acked: list[int] = []
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=vid, protocol=mqtt.MQTTv5)
+        c.username_pw_set(vid, password)
+        c.on_message = lambda cl, u, m: self.got.append(m.payload)
+        c.on_subscribe = lambda cl, u, mid, rcs, p: self.granted.extend(rc.value for rc in rcs)
+        c.on_publish = lambda cl, u, mid, rc, p: self.acked.append(mid)
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        self.client = c
+
+    def subscribe(self, topic: str) -> int:
+        n = len(self.granted)
+        self.client.subscribe(topic, qos=1)
+        wait_for(lambda: len(self.granted) > n, 10, f"SUBACK for {topic}")
+        return self.granted[-1]
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 def test_receipts_name_what_is_stored_and_what_is_refused(broker, ingest_worker):
     vid, other = "PP-RCPT", "PP-OTHER"
-    pw = add_device(broker, vid)
-    c, got = _receipts_of(broker.port, vid, pw)
-    spy, spied = _receipts_of(broker.port, other, add_device(broker, other, "pw-o"))
-    spy.subscribe(receipt_topic(vid), qos=1)  # another device's receipts: never delivered
+    van = Device(broker.port, vid, add_device(broker, vid))
+    assert van.subscribe(receipt_topic(vid)) < 0x80
+    spy = Device(broker.port, other, add_device(broker, other, "pw-o"))
+    assert spy.subscribe(receipt_topic(vid)) == 0x87  # another device's receipts: refused
 
-    pub = Publisher(broker.port, vid, pw)
     now = _now_ms()
     for seq in range(100, 120):
         fix = Fix(ts=now - 60_000 + seq, lat=-5.1, lon=119.4, seq=seq)
-        pub.publish(telemetry_topic(vid), encode_fix(fix))
+        van.publish(telemetry_topic(vid), encode_fix(fix))
     bad = {"ts": now - 1, "lat": 99.0, "lon": 119.4, "seq": 120}
-    pub.publish(telemetry_topic(vid), json.dumps(bad).encode())
-    pub.wait_all_acked()
+    van.publish(telemetry_topic(vid), json.dumps(bad).encode())
 
     def settled() -> tuple[set[int], set[int]]:
         stored: set[int] = set()
         refused: set[int] = set()
-        for payload in got:
+        for payload in van.got:
             r = decode_receipt(payload)
             for lo, hi in r.seq:
                 stored.update(range(lo, hi + 1))
@@ -201,15 +215,13 @@ def test_receipts_name_what_is_stored_and_what_is_refused(broker, ingest_worker)
 
     wait_for(lambda: settled() == (set(range(100, 120)), {120}), 20, "receipts for all 21")
     # coalesced: 21 messages, at most a few receipts (one per device per second)
-    assert len(got) <= 3
+    assert len(van.got) <= 3
     # a resend of a stored fix is receipted again (the device may have lost the receipt)
-    got.clear()
-    pub.publish(telemetry_topic(vid), encode_fix(Fix(ts=now - 60_000 + 100, lat=-5.1,
-                                                     lon=119.4, seq=100)))  # fmt: skip
+    van.got.clear()
+    again = Fix(ts=now - 60_000 + 100, lat=-5.1, lon=119.4, seq=100)
+    van.publish(telemetry_topic(vid), encode_fix(again))
     wait_for(lambda: settled()[0] == {100}, 20, "receipt for the duplicate")
-    assert spied == []
+    assert spy.got == []
     assert count(ingest_worker.dsn, "SELECT count(*) FROM positions") == 20
-    for client in (c, spy):
-        client.disconnect()
-        client.loop_stop()
-    pub.close()
+    van.close()
+    spy.close()

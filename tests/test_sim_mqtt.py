@@ -100,7 +100,6 @@ def test_device_mode_switch_off_backlog_and_come_back(
     per_route = {"B": 3, "E": 3}
     ids = [f"pp-{c}-{k:03d}" for c, n in per_route.items() for k in range(1, n + 1)]
     passwords = provision_devices(data_dir, ids, tmp_path / "creds.csv")
-    broker.reload()
     cfg = SimConfig(
         offline_per_h=30.0,
         offline_min_s=20,

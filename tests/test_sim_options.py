@@ -59,16 +59,17 @@ def test_provisioning_creates_and_reuses_device_credentials(tmp_path: Path) -> N
     creds = tmp_path / "creds.csv"
     ids = ["pp-A-001", "pp-A-002"]
     first = provision_devices(data, ids, creds)
-    pw = BrokerLayout(data).passwords()
-    assert set(pw.users()) == set(ids)
-    assert all(pw.check(v, first[v]) for v in ids)
+    with BrokerLayout(data).accounts() as accounts:
+        assert set(accounts.devices()) == set(ids)
+        assert all(accounts.file.check(v, first[v]) for v in ids)
     assert creds.stat().st_mode & 0o777 == 0o600
     assert provision_devices(data, ids, creds) == first  # stable across runs
     # a device the broker knows but whose password we lost gets a new one
     creds.write_text("vehicle_id,password\npp-A-001," + first["pp-A-001"] + "\n")
     again = provision_devices(data, ids, creds)
     assert again["pp-A-001"] == first["pp-A-001"] and again["pp-A-002"] != first["pp-A-002"]
-    assert pw.check("pp-A-002", again["pp-A-002"])
+    with BrokerLayout(data).accounts() as accounts:
+        assert accounts.file.check("pp-A-002", again["pp-A-002"])
     assert read_credentials(creds) == again
 
 

@@ -1,8 +1,8 @@
 """Per-device MQTT credentials for the simulated vans.
 
-The broker's password file stores only hashes, so the simulator keeps the clear
-passwords of the devices it created in a CSV file (``vehicle_id,password``, mode 0600),
-by default ``<data-dir>/sim/device-credentials.csv``.
+The broker stores only password hashes, so the simulator keeps the clear passwords of
+the devices it created in a CSV file (``vehicle_id,password``, mode 0600), by default
+``<data-dir>/sim/device-credentials.csv``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-from broker.runner import BrokerLayout, reload_running_broker
+from broker.runner import BrokerLayout
 
 __all__ = ["CredentialsFileError", "provision_devices", "read_credentials", "write_credentials"]
 
@@ -56,26 +56,20 @@ def provision_devices(
 ) -> dict[str, str]:
     """Make sure every van has broker credentials we know the password of.
 
-    Devices missing from ``creds_file`` get a new password in the broker's password file
-    (created, or rotated when the broker knows the id but we lost its password); a
-    running ``fleet broker`` on ``data_dir`` is told to reload.
+    Devices missing from ``creds_file`` (or from the broker) get a new password: through
+    a running ``fleet broker`` on ``data_dir`` at once, otherwise in its accounts file.
     """
     known = read_credentials(creds_file) if creds_file.exists() else {}
-    passwords = BrokerLayout(data_dir).passwords()
-    users = set(passwords.users())
-    missing = [v for v in vehicle_ids if v not in known or v not in users]
-    for vid in missing:
-        secret = secrets.token_urlsafe(18)
-        if vid in users:
-            passwords.set(vid, secret)
-        else:
-            passwords.add_device(vid, secret)
-        known[vid] = secret
-    if missing:
+    with BrokerLayout(data_dir).accounts() as accounts:
+        users = set(accounts.devices())
+        missing = [v for v in vehicle_ids if v not in known or v not in users]
+        fresh = {vid: secrets.token_urlsafe(18) for vid in missing}
+        if fresh:
+            accounts.put(fresh)
+    if fresh:
+        known.update(fresh)
         write_credentials(creds_file, known)
-        reloaded = reload_running_broker(data_dir)
         log.info(
-            "device credentials created",
-            extra={"devices": len(missing), "file": str(creds_file), "broker_reloaded": reloaded},
+            "device credentials created", extra={"devices": len(fresh), "file": str(creds_file)}
         )
     return {v: known[v] for v in vehicle_ids}
