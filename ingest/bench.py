@@ -1,9 +1,14 @@
 """``fleet bench ingest``: sustained rate, publish → commit latency, loss and duplicates.
 
 Starts its own Mosquitto (project config) and embedded PostgreSQL unless given, runs
-``fleet ingest`` as a separate process, drives it with paced load-generator processes,
-and reads the figures from the worker's metrics and the database.  Optionally stops the
-worker, piles up a backlog, restarts it and measures how fast the backlog drains.
+``fleet ingest`` as a separate process, drives it with paced load-generator processes
+(:class:`ingest.loadgen.LoadGenerator`, storage-receipt aware unless ``receipts`` is
+off), and reads the figures from the worker's metrics and the database.  Optionally
+stops the worker, piles up a backlog, restarts it and measures how fast it drains.
+
+Besides rate and latency it reports what the receipts cost: the broker's PUBLISH
+traffic (telemetry and receipts, in and out, from ingest's counters) and the CPU time of
+ingest, Mosquitto and the generators over the measured window.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from broker.runner import MosquittoBroker
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
 from ingest.child import IngestChild, metric_value
-from ingest.loadgen import LoadResult, LoadSpec, publish_load
+from ingest.loadgen import LoadResult, LoadSpec, run_load
 
 __all__ = ["BenchOptions", "run_ingest_bench"]
 
@@ -46,6 +51,7 @@ class BenchOptions:
     dsn: str | None = None
     mqtt_port: int | None = None
     mqtt_password: str | None = None
+    receipts: bool = True  # generators keep every fix until a storage receipt covers it
 
 
 def _histogram(text: str, name: str) -> dict[float, float]:
@@ -86,6 +92,7 @@ class _Target:
     port: int
     ingest_password: str
     gateway_password: str
+    broker_pid: int | None = None  # when the bench started Mosquitto itself
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,8 @@ def _infrastructure(opts: BenchOptions, workdir: Path) -> Iterator[_Target]:
             port = opts.mqtt_port
             creds = {"svc-ingest": os.environ.get("FLEET_MQTT_PASSWORD", "")}
             creds["svc-gateway"] = opts.mqtt_password or ""
-        yield _Target(dsn, port, creds["svc-ingest"], creds["svc-gateway"])
+        pid = broker.proc.pid if broker is not None and broker.proc is not None else None
+        yield _Target(dsn, port, creds["svc-ingest"], creds["svc-gateway"], pid)
     finally:
         if broker is not None:
             broker.stop()
@@ -127,33 +135,45 @@ def _infrastructure(opts: BenchOptions, workdir: Path) -> Iterator[_Target]:
 
 
 def _run_load(
-    port: int,
-    password: str,
-    opts: BenchOptions,
-    prefix: str,
-    rate: float,
-    seconds: float,
-    fast: bool,
+    run: _Run, prefix: str, rate: float, seconds: float, backlog: bool
 ) -> list[LoadResult]:
-    devices = [f"{prefix}{i:05d}" for i in range(opts.devices)]
+    """``procs`` generator processes, process ``k`` with vans ``{prefix}{k}-00000...``."""
+    opts = run.opts
+    receipts = opts.receipts and not backlog
+    share, extra = divmod(opts.devices, opts.procs)
     specs = [
         LoadSpec(
             host="127.0.0.1",
-            port=port,
+            port=run.target.port,
             username="svc-gateway",
-            password=password,
-            device_ids=devices[k :: opts.procs],
+            password=run.target.gateway_password,
+            devices=share + (1 if k < extra else 0),
             rate=rate / opts.procs,
             duration_s=seconds,
+            vehicle_prefix=f"{prefix}{k}-",
             per_message=opts.per_message,
-            as_fast_as_possible=fast,
-            client_id=f"bench-{prefix}{k}",
+            receipts=receipts,
+            # several generators on one broker: each subscribes to its own vans' receipts
+            subscribe_all=opts.procs == 1,
+            backfill_s=seconds if backlog else 0.0,
         )
         for k in range(opts.procs)
     ]
     ctx = mp.get_context("spawn")
     with ctx.Pool(opts.procs) as pool:
-        return pool.map(publish_load, specs)
+        return pool.map(run_load, specs)
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc); 0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _count(dsn: str, prefix: str) -> int:
@@ -190,13 +210,16 @@ def run_ingest_bench(opts: BenchOptions, say: Callable[[str], None]) -> dict[str
                 "FLEET_LOG_LEVEL": "WARNING",
                 "FLEET_ANALYTICS": "false",  # measured on its own: fleet bench analytics
             }
+            if not opts.receipts:
+                env["FLEET_RECEIPTS"] = "false"  # neither side pays for them
             worker = IngestChild(env, workdir / "ingest.log")
             worker.start()
             run = _Run(opts, target, worker, say)
             prefix = f"B{int(time.time()) % 100000}-"
             say(
                 f"load: {opts.rate:.0f} fixes/s from {opts.devices} devices in {opts.procs} "
-                f"processes for {opts.duration_s:.0f} s ({opts.per_message} fix/message)"
+                f"processes for {opts.duration_s:.0f} s ({opts.per_message} fix/message), "
+                f"storage receipts {'on' if opts.receipts else 'off'}"
             )
             figures = _steady_state(run, prefix)
             if opts.backlog_s > 0:
@@ -207,76 +230,100 @@ def run_ingest_bench(opts: BenchOptions, say: Callable[[str], None]) -> dict[str
 
 def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
     opts, worker, say = run.opts, run.worker, run.say
-    dsn, port, gateway_pw = run.target.dsn, run.target.port, run.target.gateway_password
-    window: dict[str, object] = {}
     out: list[list[LoadResult]] = []
     load = threading.Thread(
-        target=lambda: out.append(
-            _run_load(port, gateway_pw, opts, prefix, opts.rate, opts.duration_s, False)
-        ),
+        target=lambda: out.append(_run_load(run, prefix, opts.rate, opts.duration_s, False)),
         name="bench-load",
     )
     load.start()
     time.sleep(opts.warmup_s)
+    ingest_pid = worker.proc.pid if worker.proc is not None else None
     t_a = time.monotonic()
-    window["before"] = worker.scrape()
+    before = worker.scrape()
+    cpu_a = (_cpu_s(ingest_pid), _cpu_s(run.target.broker_pid))
     time.sleep(max(1.0, opts.duration_s - opts.warmup_s - 1.0))
     t_b = time.monotonic()
-    window["after"] = worker.scrape()
+    after = worker.scrape()
+    cpu_b = (_cpu_s(ingest_pid), _cpu_s(run.target.broker_pid))
     load.join()
     if not out:
         raise RuntimeError("the load generator failed; see the messages above")
     results = out[0]
-    acked = sum(r.fixes_acked for r in results)
-    published = sum(r.fixes_published for r in results)
-    stored, _ = _wait_stored(dsn, prefix, acked, 60)
-    before, after = str(window["before"]), str(window["after"])
-    name = "fleet_ingest_fixes_stored_total"
-    rate = (metric_value(after, name) - metric_value(before, name)) / (t_b - t_a)
+    generated = sum(r.generated for r in results)
+    confirmed = sum(r.confirmed for r in results)
+    stored, _ = _wait_stored(run.target.dsn, prefix, confirmed, 60)
+    window = t_b - t_a
+
+    def per_s(name: str) -> float:
+        return (metric_value(after, name) - metric_value(before, name)) / window
+
+    rate = per_s("fleet_ingest_fixes_stored_total")
     hb = _histogram(before, "fleet_ingest_lag_seconds")
     ha = _histogram(after, "fleet_ingest_lag_seconds")
     final = worker.scrape()
+    # Every telemetry message passes the broker twice (generator → broker → ingest), every
+    # receipt too (ingest → broker → the generator of that van).
+    telemetry_s = per_s("fleet_ingest_messages_received_total")
+    receipts_s = per_s("fleet_ingest_receipts_sent_total")
     figures = {
         "rate": rate,
         "p50_ms": quantile(0.5, hb, ha) * 1000,
         "p99_ms": quantile(0.99, hb, ha) * 1000,
-        "lost": float(max(0, acked - stored)),
+        "lost": float(max(0, confirmed - stored)),
         "dup": metric_value(final, "fleet_ingest_fixes_duplicate_total"),
-        "published": float(published),
-        "acked": float(acked),
+        "published": float(generated),
+        "acked": float(confirmed),
         "stored": float(stored),
+        "broker_publish_per_s": 2 * (telemetry_s + receipts_s),
+        "receipts_per_s": receipts_s,
+        "ingest_cpu": (cpu_b[0] - cpu_a[0]) / window,
+        "broker_cpu": (cpu_b[1] - cpu_a[1]) / window,
     }
-    gen_rate = published / max(r.seconds for r in results)
+    gen_rate = generated / max(r.seconds for r in results)
     bb = _histogram(before, "fleet_ingest_batch_seconds")
     ba = _histogram(after, "fleet_ingest_batch_seconds")
     batches = metric_value(after, "fleet_ingest_batches_total") - metric_value(
         before, "fleet_ingest_batches_total"
     )
-    mean_batch = rate * (t_b - t_a) / max(batches, 1)
+    mean_batch = rate * window / max(batches, 1)
     b50, b99 = quantile(0.5, bb, ba) * 1000, quantile(0.99, bb, ba) * 1000
     say(
         f"batches={batches:.0f} mean_batch={mean_batch:.0f} "
         f"batch_p50_ms={b50:.0f} batch_p99_ms={b99:.0f}"
     )
     say(
-        f"published={published} acked={acked} stored={stored} "
-        f"generator_rate={gen_rate:.0f}/s window={t_b - t_a:.1f}s"
+        f"broker_publish_per_s={figures['broker_publish_per_s']:.0f} "
+        f"(telemetry {telemetry_s:.0f}/s, receipts {receipts_s:.0f}/s, each in and out) "
+        f"ingest_cpu={figures['ingest_cpu']:.2f} broker_cpu={figures['broker_cpu']:.2f} "
+        f"generator_cpu={sum(r.cpu_s for r in results) / max(r.seconds for r in results):.2f}"
+        " (cores)"
+    )
+    what = "confirmed" if opts.receipts else "acked"
+    say(
+        f"generated={generated} {what}={confirmed} "
+        f"resent={sum(r.resent for r in results)} unconfirmed={sum(r.open for r in results)} "
+        f"stored={stored} generator_rate={gen_rate:.0f}/s window={window:.1f}s"
     )
     return figures
 
 
 def _backlog(run: _Run, prefix: str) -> dict[str, float]:
+    """Publish a backlog while the worker is down, restart it, time the drain.
+
+    The backlog generators count PUBACKs, not receipts (they cannot wait for receipts
+    while the worker is down, and keeping ten minutes of fixes would take gigabytes);
+    the drain is measured from the database.
+    """
     opts, worker, say = run.opts, run.worker, run.say
-    dsn, port, gateway_pw = run.target.dsn, run.target.port, run.target.gateway_password
     worker.stop()
     n = int(opts.rate * opts.backlog_s)
     say(f"backlog: worker stopped; publishing {n} fixes ({opts.backlog_s:.0f} s at target rate)")
-    results = _run_load(port, gateway_pw, opts, prefix, opts.rate, opts.backlog_s, True)
-    acked = sum(r.fixes_acked for r in results)
-    t_pub = max(r.seconds for r in results)
-    say(f"backlog published in {t_pub:.1f} s; restarting the worker")
+    results = _run_load(run, prefix, opts.rate, opts.backlog_s, True)
+    acked = sum(r.confirmed for r in results)
+    t_pub = max(r.confirmed_s for r in results)
+    say(f"backlog published (PUBACKed) in {t_pub:.1f} s; restarting the worker")
     worker.start()
-    stored, drain_s = _wait_stored(dsn, prefix, acked, 3600)
+    stored, drain_s = _wait_stored(run.target.dsn, prefix, acked, 3600)
     say(
         f"backlog_fixes={acked} drain_s={drain_s:.1f} drain_rate={stored / drain_s:.0f}/s "
         f"lost={max(0, acked - stored)}"
