@@ -48,6 +48,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ),
         host: str = typer.Option(None, help="Broker host (default FLEET_MQTT_HOST)."),
         port: int = typer.Option(None, help="Broker port (default FLEET_MQTT_PORT)."),
+        ca_file: Path = typer.Option(
+            None,
+            help="Connect over TLS and verify the broker against this CA certificate "
+            "(default FLEET_DEVICE_TLS_CA).",
+        ),
+        tls: bool = typer.Option(
+            None,
+            "--tls/--no-tls",
+            help="TLS with the system's CA certificates (default FLEET_DEVICE_TLS; implied by "
+            "--ca-file). Plaintext only to a broker on this machine or an internal network.",
+            show_default=False,
+        ),
         interval: float = typer.Option(None, help="Reporting interval in s (default 5)."),
         max_hdop: float = typer.Option(None, help="Drop fixes with a higher HDOP (default 5)."),
         route: str = typer.Option(None, help="Route code (trayek) sent with every fix."),
@@ -108,6 +120,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 password=password or s.mqtt_password,
                 host=host or s.mqtt_host,
                 port=port or s.mqtt_port,
+                tls=bool(ca_file or s.device_tls_ca) or (s.device_tls if tls is None else tls),
+                tls_ca=ca_file or s.device_tls_ca,
                 keepalive_s=s.device_keepalive_s,
                 batch_max_fixes=batch_max_fixes,
                 backoff_initial_s=min(s.device_backoff_initial_s, max_backoff),

@@ -27,6 +27,10 @@ class DeviceSettings(CommonSettings):
     device_backoff_initial_s: float = Field(default=1.0, gt=0)
     device_backoff_max_s: float = Field(default=60.0, gt=0)
     device_keepalive_s: int = Field(default=30, ge=5, le=65535)
+    device_tls: bool = Field(default=False, description="MQTT over TLS (system CA store).")
+    device_tls_ca: Path | None = Field(
+        default=None, description="CA certificate to verify the broker with (implies TLS)."
+    )
     device_receipts: bool = Field(
         default=True,
         description="Keep fixes until a storage receipt covers them (off: until the PUBACK).",

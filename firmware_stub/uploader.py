@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -84,6 +86,8 @@ class UplinkConfig:
     password: str | None = None
     host: str = "127.0.0.1"
     port: int = 1883
+    tls: bool = False  # MQTT over TLS, the broker's certificate verified (always, when on)
+    tls_ca: Path | None = None  # verify against this CA instead of the system's
     keepalive_s: int = 30
     batch_max_fixes: int = MAX_BATCH_FIXES
     batch_max_bytes: int = MAX_PAYLOAD_BYTES
@@ -261,6 +265,9 @@ class Uploader(threading.Thread):
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         client.username_pw_set(cfg.vehicle_id, cfg.password)
+        if cfg.tls or cfg.tls_ca is not None:
+            ca = str(cfg.tls_ca) if cfg.tls_ca is not None else None
+            client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
         client.will_set(status_topic(cfg.vehicle_id), STATUS_OFFLINE, qos=1, retain=True)
         client.max_inflight_messages_set(cfg.window + 4)
         client.on_connect = self._on_connect

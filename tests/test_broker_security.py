@@ -183,3 +183,27 @@ def test_a_broker_with_another_certificate_is_refused(tls_broker, tmp_path: Path
     plain.tls_set(ca_certs=str(other_ca), cert_reqs=ssl.CERT_REQUIRED)
     with pytest.raises(OSError):  # SSLError or a reset: no handshake either way
         plain.connect("127.0.0.1", broker.port)
+
+
+def test_the_reference_agent_uploads_over_tls(tls_broker, tmp_path: Path) -> None:
+    """`fleet device run --ca-file`: the whole queue reaches the platform over TLS."""
+    from tests.firmware_support import Subscriber, drive_lines, now_ms, run_agent  # noqa: PLC0415
+
+    broker, ca_file = tls_broker
+    assert broker.tls is not None
+    vid, pw = "PP-AGENT-TLS", add_device(broker, "PP-AGENT-TLS", "pw-agent")
+    sink = Subscriber(broker.port, broker.creds["svc-ingest"], vid)  # answers with receipts
+    nmea = tmp_path / "drive.nmea"
+    nmea.write_text("\n".join(drive_lines(now_ms() - 60_000, 20, step_ms=1000)) + "\n")
+    agent = run_agent(
+        vid, pw, broker.tls.port, tmp_path / "q.sqlite3", str(nmea),
+        "--ca-file", str(ca_file), "--speed", "0", "--interval", "1",
+        log=tmp_path / "agent.log",
+    )  # fmt: skip
+    try:
+        assert agent.wait(timeout=60) == 0, (tmp_path / "agent.log").read_text()[-2000:]
+        assert sink.count() >= 15
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        sink.close()
