@@ -218,3 +218,35 @@ def test_load_generator_with_receipts_off_counts_pubacks(broker: MosquittoBroker
         assert gen.confirmed == gen.generated and gen.resent == 0
     finally:
         gen.close()
+
+
+def test_gateway_waits_at_the_unconfirmed_bound(
+    broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    opts = _gateway(broker, duration_s=3600, dropout=False, max_unconfirmed=50, receipt_wait_s=1.0)
+    stop = threading.Event()
+    result: list[SimStats] = []
+    runner = threading.Thread(target=lambda: result.append(run_simulation(opts, stop)))
+    with caplog.at_level("WARNING", logger="tracker_sim"):
+        runner.start()
+        try:
+            wait_for(lambda: "(the bound)" in caplog.text, 20, "the bound warning")
+        finally:
+            stop.set()
+            runner.join(30)
+    (stats,) = result
+    assert 50 <= stats.fixes_generated <= 50 + 24  # one message per van may still go
+    assert stats.fixes_confirmed == 0
+
+
+def test_load_generator_pauses_at_the_open_bound(broker: MosquittoBroker) -> None:
+    gen = _generator(broker, "LB-", max_open_fixes=300)
+    gen.start()
+    try:
+        wait_for(lambda: gen.generated >= 300, 10, "the bound")
+        before = gen.generated
+        wait_for(lambda: gen.paused_s > 0 or gen.result().seconds > 1.0, 5, "a paused second")
+        assert gen.generated == before == 300
+        assert gen.open == 300
+    finally:
+        gen.close()

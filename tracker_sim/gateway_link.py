@@ -140,6 +140,7 @@ class GatewayPool:
         self.receipts_received = 0
         self.bad_receipts = 0
         self._at_bound = False
+        self.bound_reached = 0  # times the simulator had to wait for receipts
 
     def connect(self, links: Sequence[GatewayLink], timeout: float = 20.0) -> None:
         for link in links:
@@ -279,11 +280,13 @@ class GatewayPool:
             return False
         full = self.unconfirmed() >= self.receipts.max_unconfirmed
         if full and not self._at_bound:
-            log.warning(
+            log.log(
+                logging.DEBUG if self.bound_reached else logging.WARNING,
                 "%d fixes await a storage receipt (the bound): waiting for receipts; "
                 "is ingest running and sending them?",
                 self.unconfirmed(),
             )
+            self.bound_reached += 1
         self._at_bound = full
         return full
 

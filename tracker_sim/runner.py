@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Literal, TextIO
+from typing import Final, Literal, TextIO
 
 import msgspec
 
@@ -44,6 +44,8 @@ __all__ = ["SimOptions", "SimStats", "run_processes", "run_simulation", "split_v
 log = logging.getLogger(__name__)
 
 Mode = Literal["device", "gateway"]
+
+STOP_RECEIPT_WAIT_S: Final = 5.0  # asked to stop: wait this long at most for the last receipts
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class SimOptions:
     connections: int = 2  # gateway mode, per process
     gateway: Credentials | None = None
     device_passwords: dict[str, str] | None = None  # device mode
+    tls_ca: Path | None = None  # device mode: MQTT over TLS, the broker verified with this CA
     id_prefix: str = "pp-"
     max_outstanding: int = 5000
     client_tag: str = "sim"
@@ -76,6 +79,7 @@ class SimOptions:
     resend_after_s: float = 15.0  # no receipt this long after sending: send again
     max_unconfirmed: int = 100_000  # fixes awaiting receipts, per process (memory bound)
     receipt_wait_s: float = 30.0  # at the end: how long to wait for the last receipts
+    # (when stopped by a signal or the stop event: at most STOP_RECEIPT_WAIT_S)
 
 
 @dataclass
@@ -129,7 +133,9 @@ class _Publisher:
                     f"no credentials for {len(missing)} vans (e.g. {missing[0]}); "
                     "give --data-dir of the local broker or a --credentials file"
                 )
-            self.devices = {v: Link(v, Credentials(v, pw[v]), device=v) for v in self.ids}
+            self.devices = {
+                v: Link(v, Credentials(v, pw[v], opts.tls_ca), device=v) for v in self.ids
+            }
             self.device_pool = LinkPool(opts.host, opts.port, opts.max_outstanding)
             self.pool = self.device_pool
             self.by_vehicle = dict(self.devices)
@@ -342,12 +348,15 @@ def run_simulation(
         if opts.receipts:
             _count_acks(pub, stats)
             if stats.fixes_unconfirmed:
+                wait_s = opts.receipt_wait_s
+                if stop.is_set():
+                    wait_s = min(wait_s, STOP_RECEIPT_WAIT_S)
                 log.info(
                     "waiting up to %.0f s for the receipts of %d fixes",
-                    opts.receipt_wait_s,
+                    wait_s,
                     stats.fixes_unconfirmed,
                 )
-                pub.gateway_pool.wait_confirmed(opts.receipt_wait_s)
+                pub.gateway_pool.wait_confirmed(wait_s)
         _count_acks(pub, stats)
         if opts.receipts:
             log.info(
