@@ -1,12 +1,13 @@
 """``fleet bench faults``: kill -9 every process of the write path; count what was lost.
 
-Receipt-aware devices (:class:`~devtools.receipt_devices.ReceiptDevices`) publish at a
-fixed rate while the benchmark SIGKILLs, at the fixed times of :func:`schedule` (scaled
-to the duration), Mosquitto, the PostgreSQL postmaster and ``fleet ingest`` — each
-under live load and each while a backlog is queued or being drained — and restarts
-each on its own data directory. Then generation stops, the devices' queues drain (every
-generated fix settled by a receipt, or the timeout), and :mod:`devtools.audit` counts,
-from what was *generated*, what is missing from ``positions`` and what is there twice.
+Receipt-aware devices (:class:`ingest.loadgen.LoadGenerator`, see
+:mod:`devtools.devices`) publish at a fixed rate while the benchmark SIGKILLs, at the
+fixed times of :func:`schedule` (scaled to the duration), Mosquitto, the PostgreSQL
+postmaster and ``fleet ingest`` — each under live load and each while a backlog is
+queued or being drained — and restarts each on its own data directory. Then generation
+stops, the devices' queues drain (every generated fix settled by a receipt, or the
+timeout), and :mod:`devtools.audit` counts, from what was *generated*, what is missing
+from ``positions`` and what is there twice.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import httpx
 import psycopg
 
 from devtools.audit import Audit, audit_run
-from devtools.receipt_devices import DeviceOptions, FixPlan, ReceiptDevices
+from devtools.devices import generated_fixes, receipt_aware_devices
 from devtools.rig import FaultRig
 
 __all__ = ["FaultOptions", "FaultReport", "Step", "run_faults_bench", "schedule"]
@@ -124,19 +125,14 @@ class _Run:
         self.rig = rig
         self.say = say
         self.prefix = f"F{int(time.time()) % 100000}-"
-        ids = [f"{self.prefix}{i:05d}" for i in range(opts.devices)]
-        self.plan = FixPlan.paced(opts.devices, opts.rate)
-        self.devices = ReceiptDevices(
-            DeviceOptions(
-                host="127.0.0.1",
-                port=rig.broker.port,
-                password=rig.creds["svc-gateway"],
-                device_ids=ids,
-                rate=opts.rate,
-                plan=self.plan,
-                resend_after_s=opts.resend_after_s,
-                resend_max_s=opts.resend_max_s,
-            )
+        self.devices = receipt_aware_devices(
+            port=rig.broker.port,
+            gateway_password=rig.creds["svc-gateway"],
+            devices=opts.devices,
+            rate=opts.rate,
+            vehicle_prefix=self.prefix,
+            resend_after_s=opts.resend_after_s,
+            resend_max_s=opts.resend_max_s,
         )
         self.t0 = 0.0
 
@@ -246,7 +242,7 @@ def run_faults_bench(opts: FaultOptions, say: Callable[[str], None]) -> FaultRep
             say(f"drained={drained} in {drain_s:.1f} s: {run.status()}")
         finally:
             run.devices.close()
-        result = audit_run(rig.dsn, run.devices.generated_fixes())
+        result = audit_run(rig.dsn, generated_fixes(run.devices))
         if result.stray:
             say(f"stray rows (no generated fix has their ts): {result.stray}")
         return FaultReport(result, run.devices.confirmed, drain_s, drained)

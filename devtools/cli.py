@@ -30,7 +30,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         Last line: generated=N confirmed=N stored=N lost=N dup_rows=N drain_s=S; the exit
         status is 1 when anything was lost or doubled or the queues did not drain.
         """
+        from broker.runner import BrokerError  # noqa: PLC0415
         from devtools.bench_faults import FaultOptions, run_faults_bench  # noqa: PLC0415
+        from fleet.storage.embedded import EmbeddedPostgresError  # noqa: PLC0415
+        from ingest.loadgen import LoadError  # noqa: PLC0415
 
         signal.signal(signal.SIGTERM, _interrupt)
         logs.configure("ERROR")  # the progress lines say what happened
@@ -43,7 +46,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             drain_timeout_s=drain_timeout,
             keep_dir=keep,
         )
-        report = run_faults_bench(opts, typer.echo)
+        try:
+            report = run_faults_bench(opts, typer.echo)
+        except (BrokerError, EmbeddedPostgresError, LoadError) as exc:
+            typer.echo(f"fleet bench faults: {exc}", err=True)
+            raise typer.Exit(2) from None
         typer.echo(report.last_line())
         if not report.ok:
             raise typer.Exit(1)

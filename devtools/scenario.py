@@ -1,7 +1,7 @@
 """One fault scenario for the tests: devices publish, faults run at offsets, queues drain.
 
-:meth:`Scenario.run` starts receipt-aware devices (:mod:`devtools.receipt_devices`) on
-a broker, runs each fault (a callable) on its own thread at its offset, stops
+:meth:`Scenario.run` starts receipt-aware devices (:class:`ingest.loadgen.LoadGenerator`)
+on a broker, runs each fault (a callable) on its own thread at its offset, stops
 generating after ``duration_s``, waits until every generated fix is settled by a
 receipt, and audits the database (:mod:`devtools.audit`).
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from devtools.audit import Audit, audit_run
-from devtools.receipt_devices import DeviceOptions, FixPlan, ReceiptDevices
+from devtools.devices import generated_fixes, receipt_aware_devices
 
 __all__ = ["Outcome", "Scenario"]
 
@@ -70,19 +70,14 @@ class Scenario:
     ) -> None:
         self.dsn = dsn
         prefix = f"T{uuid.uuid4().hex[:6]}-"
-        self.plan = FixPlan.paced(devices, rate)
-        self.devices = ReceiptDevices(
-            DeviceOptions(
-                host="127.0.0.1",
-                port=port,
-                password=gateway_password,
-                device_ids=[f"{prefix}{i:04d}" for i in range(devices)],
-                rate=rate,
-                plan=self.plan,
-                resend_after_s=resend_after_s,
-                resend_max_s=resend_max_s,
-                client_id=f"devices-{prefix}",
-            )
+        self.devices = receipt_aware_devices(
+            port=port,
+            gateway_password=gateway_password,
+            devices=devices,
+            rate=rate,
+            vehicle_prefix=prefix,
+            resend_after_s=resend_after_s,
+            resend_max_s=resend_max_s,
         )
 
     def run(
@@ -118,11 +113,11 @@ class Scenario:
                 t.cancel()
             fleet.close()
         return Outcome(
-            audit=audit_run(self.dsn, fleet.generated_fixes()),
+            audit=audit_run(self.dsn, generated_fixes(fleet)),
             confirmed=fleet.confirmed,
             drained=drained,
             drain_s=drain_s,
             resent=fleet.resent,
-            refused=fleet.refused_total,
+            refused=fleet.puback_refused,
             fault_errors=errors,
         )
