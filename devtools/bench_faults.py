@@ -27,12 +27,16 @@ from devtools.audit import Audit, audit_run
 from devtools.devices import generated_fixes, receipt_aware_devices
 from devtools.rig import FaultRig
 
-__all__ = ["FaultOptions", "FaultReport", "Step", "run_faults_bench", "schedule"]
+__all__ = ["FaultOptions", "FaultReport", "SetupError", "Step", "run_faults_bench", "schedule"]
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 10.0
 DRAINING_WAIT_S = 30.0
+
+
+class SetupError(RuntimeError):
+    """Broker, database or ingest did not start; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,10 @@ def run_faults_bench(opts: FaultOptions, say: Callable[[str], None]) -> FaultRep
     rig = FaultRig(workdir)
     try:
         say(f"state in {workdir}; starting PostgreSQL, Mosquitto and fleet ingest")
-        rig.start()
+        try:
+            rig.start()
+        except (RuntimeError, TimeoutError) as exc:  # ingest exited or never got healthy
+            raise SetupError(f"the rig did not come up: {exc}") from None
         run = _Run(opts, rig, say)
         steps = schedule(opts.duration_s)
         say(

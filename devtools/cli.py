@@ -31,7 +31,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         status is 1 when anything was lost or doubled or the queues did not drain.
         """
         from broker.runner import BrokerError  # noqa: PLC0415
-        from devtools.bench_faults import FaultOptions, run_faults_bench  # noqa: PLC0415
+        from devtools.bench_faults import FaultOptions, SetupError, run_faults_bench  # noqa: PLC0415
         from fleet.storage.embedded import EmbeddedPostgresError  # noqa: PLC0415
         from ingest.loadgen import LoadError  # noqa: PLC0415
 
@@ -48,7 +48,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         )
         try:
             report = run_faults_bench(opts, typer.echo)
-        except (BrokerError, EmbeddedPostgresError, LoadError) as exc:
+        except (BrokerError, EmbeddedPostgresError, LoadError, SetupError) as exc:
             typer.echo(f"fleet bench faults: {exc}", err=True)
             raise typer.Exit(2) from None
         typer.echo(report.last_line())
