@@ -221,6 +221,9 @@ class _Run:
 
 def run_faults_bench(opts: FaultOptions, say: Callable[[str], None]) -> FaultReport:
     workdir = Path(tempfile.mkdtemp(prefix="fleet-faults-"))
+    # traverse-only for others: the database server's user (as root) keeps its files in
+    # here, so removing this directory removes all of the run's state
+    workdir.chmod(0o711)
     rig = FaultRig(workdir)
     try:
         say(f"state in {workdir}; starting PostgreSQL, Mosquitto and fleet ingest")

@@ -50,7 +50,9 @@ def wait_for_open_batch(dsn: str, timeout: float = 10.0) -> str:
 def own_postgres():
     # Its own server: this test kills the postmaster. Not under pytest's basetemp (see
     # tests/conftest.py: the server user must be able to traverse it).
-    pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="fleet-test-kill9-")), port=free_port())
+    data_dir = Path(tempfile.mkdtemp(prefix="fleet-test-kill9-"))
+    data_dir.chmod(0o711)  # the server user (as root) keeps its files inside: one rmtree
+    pg = EmbeddedPostgres(data_dir, port=free_port())
     pg.start()
     migrate(pg.dsn)
     try:
