@@ -33,7 +33,8 @@ from typing import Annotated, Final
 import typer
 
 from api.web_assets import WebAssetsError, assets_installed, install_leaflet
-from broker.runner import BrokerError, BrokerLayout, MosquittoBroker
+from broker.runner import BrokerError, BrokerLayout, MosquittoBroker, TlsListener
+from broker.tls import ServerCertificate, ensure_local_tls
 from fleet import logs
 from fleet.settings import CommonSettings, load
 from fleet.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError, free_port
@@ -59,7 +60,8 @@ class DemoError(RuntimeError):
 class DemoOptions:
     data_dir: Path
     port: int = 8000
-    mqtt_port: int = 1883
+    mqtt_port: int = 1883  # plaintext, for the services: always on 127.0.0.1
+    mqtt_tls_port: int = 8883  # TLS, for the devices: on ``bind``
     bind: str = "127.0.0.1"
     vehicles: int = 300
     speedup: float = 1.0
@@ -139,12 +141,19 @@ def demo_token(path: Path) -> str:
     return token
 
 
-def sim_argv(vehicles: int, speedup: float, data_dir: Path, extra: Sequence[str]) -> list[str]:
-    """``fleet sim`` in device mode: one MQTT connection, credentials and last will per van."""
+def sim_argv(
+    vehicles: int, speedup: float, data_dir: Path, extra: Sequence[str], tls_port: int, ca: Path
+) -> list[str]:
+    """``fleet sim`` in device mode: one MQTT connection, credentials and last will per van,
+    each over TLS with the broker's certificate verified, as real trackers connect."""
     return [
         "sim",
         "--mode",
         "device",
+        "--port",
+        str(tls_port),
+        "--tls-ca",
+        str(ca),
         "--data-dir",
         str(data_dir),
         "--vehicles",
@@ -230,6 +239,7 @@ class DemoStack:
         self.token = ""
         self.creds: dict[str, str] = {}
         self.ingest_health_port = 0
+        self.tls: ServerCertificate
 
     # ---- start
     def start(self, stopping: threading.Event) -> None:
@@ -277,10 +287,14 @@ class DemoStack:
 
     def _check_ports(self) -> None:
         o = self.opts
-        for what, port in (("API (--port)", o.port), ("MQTT (--mqtt-port)", o.mqtt_port)):
-            if not _port_free(o.bind, port):
+        for what, host, port in (
+            ("API (--port)", o.bind, o.port),
+            ("MQTT (--mqtt-port)", "127.0.0.1", o.mqtt_port),
+            ("MQTT over TLS (--mqtt-tls-port)", o.bind, o.mqtt_tls_port),
+        ):
+            if not _port_free(host, port):
                 raise DemoError(
-                    f"port {port} for the {what} is already in use on {o.bind}: stop what "
+                    f"port {port} for the {what} is already in use on {host}: stop what "
                     "uses it (another `fleet demo`?) or choose another port"
                 )
 
@@ -302,7 +316,14 @@ class DemoStack:
         log.info("schema ready", extra={"applied": applied})
 
     def _start_broker(self) -> None:
-        self.broker = MosquittoBroker(self.data_dir, port=self.opts.mqtt_port, bind=self.opts.bind)
+        o = self.opts
+        names = [] if o.bind in ("127.0.0.1", "0.0.0.0", "localhost") else [o.bind]  # noqa: S104
+        if o.bind == "0.0.0.0":  # noqa: S104
+            names.append(socket.gethostname())
+        self.tls = ensure_local_tls(BrokerLayout(self.data_dir).root / "tls", names)
+        tls = TlsListener(o.mqtt_tls_port, self.tls.certfile, self.tls.keyfile, o.bind)
+        # the services' plaintext listener never leaves this machine
+        self.broker = MosquittoBroker(self.data_dir, port=o.mqtt_port, bind="127.0.0.1", tls=tls)
         try:
             self.broker.start()
         except BrokerError as exc:
@@ -315,7 +336,7 @@ class DemoStack:
             {
                 "FLEET_DSN": self.dsn,
                 "FLEET_DATA_DIR": str(self.data_dir),
-                "FLEET_MQTT_HOST": "127.0.0.1" if self.opts.bind == "0.0.0.0" else self.opts.bind,  # noqa: S104
+                "FLEET_MQTT_HOST": "127.0.0.1",
                 "FLEET_MQTT_PORT": str(self.opts.mqtt_port),
                 "FLEET_MQTT_USERNAME": mqtt_user,
                 "FLEET_MQTT_PASSWORD": self.creds[mqtt_user],
@@ -372,7 +393,10 @@ class DemoStack:
 
     def _start_sim(self) -> None:
         env = self._service_env("svc-gateway")
-        argv = sim_argv(self.opts.vehicles, self.opts.speedup, self.data_dir, self.opts.sim_args)
+        o = self.opts
+        argv = sim_argv(
+            o.vehicles, o.speedup, self.data_dir, o.sim_args, o.mqtt_tls_port, self.tls.ca_file
+        )
         self._spawn("sim", _fleet_argv(*argv), env, may_finish=True)
 
     # ---- run
@@ -383,7 +407,9 @@ class DemoStack:
 
     @property
     def map_url(self) -> str:
-        return f"{self.local_base_url}/?token={self.token}"
+        # a fragment never reaches the server (nor its logs); the page trades it for a
+        # session cookie and takes it out of the address bar
+        return f"{self.local_base_url}/#token={self.token}"
 
     def _safe_dsn(self) -> str:
         return self.dsn.split("@", 1)[-1] if "@" in self.dsn else self.dsn
@@ -454,8 +480,10 @@ class DemoStack:
             f"  map    {self.map_url}",
             f"  token  {self.token}   (viewer; saved in {self.data_dir / TOKEN_FILE})",
             f"  api    {self.local_base_url}/docs  (OpenAPI)",
-            f"  mqtt   mqtt://{self.local_base_url.split('//')[1].split(':')[0]}:{o.mqtt_port}"
-            f"   (devices: fleet device add <van-id> --data-dir {self.data_dir})",
+            f"  mqtts  mqtts://{self.local_base_url.split('//')[1].split(':')[0]}:"
+            f"{o.mqtt_tls_port}   (devices: fleet device add <van-id> --data-dir "
+            f"{self.data_dir}; CA {self.tls.ca_file})",
+            f"  mqtt   mqtt://127.0.0.1:{o.mqtt_port}   (services only, this machine)",
             f"  dsn    {masked_dsn(self.dsn)}",
             f"  logs   {self.logs_dir}/",
         ]
@@ -504,7 +532,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             typer.Option(help="Where the database, broker and logs live (default FLEET_DATA_DIR)."),
         ] = None,
         port: Annotated[int, typer.Option(help="HTTP port of the API and the live map.")] = 8000,
-        mqtt_port: Annotated[int, typer.Option(help="MQTT port of the broker.")] = 1883,
+        mqtt_port: Annotated[
+            int, typer.Option(help="Plaintext MQTT port for the services (127.0.0.1 only).")
+        ] = 1883,
+        mqtt_tls_port: Annotated[
+            int, typer.Option(help="MQTT over TLS for the devices (on --bind).")
+        ] = 8883,
         bind: Annotated[
             str, typer.Option(help="Address the API and the broker listen on.")
         ] = "127.0.0.1",
@@ -534,6 +567,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             data_dir=data_dir or s.data_dir,
             port=port,
             mqtt_port=mqtt_port,
+            mqtt_tls_port=mqtt_tls_port,
             bind=bind,
             vehicles=vehicles,
             speedup=speedup,

@@ -52,7 +52,8 @@ class DemoProcess:
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.mqtt_port = free_port()
+        self.mqtt_port = free_port()  # plaintext, services (and the tests' own vans): loopback
+        self.mqtt_tls_port = free_port()  # the simulated vans connect here, over TLS
         self.vehicles = vehicles
         self.speedup = speedup
         self.sim = sim
@@ -82,6 +83,8 @@ class DemoProcess:
             str(self.port),
             "--mqtt-port",
             str(self.mqtt_port),
+            "--mqtt-tls-port",
+            str(self.mqtt_tls_port),
             "--vehicles",
             str(self.vehicles),
             "--speedup",

@@ -78,7 +78,7 @@ def _stop_lines(stderr: str) -> list[str]:
 def test_demo_serves_the_map_stops_in_reverse_order_and_keeps_data(data_dir: Path) -> None:
     demo = DemoProcess(data_dir, sim=False)
     demo.start()
-    assert demo.map_url == f"{demo.base_url}/?token={demo.token}"
+    assert demo.map_url == f"{demo.base_url}/#token={demo.token}"
     assert demo.dsn.startswith("postgresql://")
     assert any(f"mqtt://127.0.0.1:{demo.mqtt_port}" in line for line in demo.stdout_lines)
 
@@ -152,7 +152,8 @@ def test_a_new_run_takes_over_after_the_demo_was_killed(data_dir: Path) -> None:
     assert EmbeddedPostgres(data_dir / "postgres").is_running(), demo.stderr()
 
     again = DemoProcess(data_dir, sim=False)
-    again.port, again.mqtt_port = demo.port, demo.mqtt_port  # the same ports as before
+    # the same ports as before
+    again.port, again.mqtt_port, again.mqtt_tls_port = demo.port, demo.mqtt_port, demo.mqtt_tls_port
     again.start()
     try:
         log = again.stderr()

@@ -103,6 +103,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ),
         host: str = typer.Option(None, help="MQTT host (default: FLEET_MQTT_HOST)."),
         port: int = typer.Option(None, help="MQTT port (default: FLEET_MQTT_PORT)."),
+        tls_ca: Path = typer.Option(
+            None,
+            help="Device mode: connect each van over TLS, verifying the broker against this CA "
+            "certificate (fleet demo passes <data-dir>/broker/tls/ca.crt).",
+        ),
         data_dir: Path = typer.Option(
             None,
             help="State dir of the local broker: device credentials are created there "
@@ -219,6 +224,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         opts = SimOptions(
             host=host or s.mqtt_host,
             port=port or s.mqtt_port,
+            tls_ca=tls_ca,
             mode="device" if mode == "device" else "gateway",
             vehicles_per_route=per,
             start_ms=int(start_at.timestamp() * 1000),

@@ -14,9 +14,11 @@ import contextlib
 import logging
 import selectors
 import socket
+import ssl
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 import paho.mqtt.client as mqtt
@@ -58,6 +60,7 @@ class Sender(Protocol):
 class Credentials:
     username: str
     password: str
+    tls_ca: Path | None = None  # connect over TLS, verifying the broker against this CA
 
 
 @dataclass(eq=False)
@@ -82,6 +85,8 @@ class Link:
             protocol=mqtt.MQTTv5,
         )
         c.username_pw_set(self.creds.username, self.creds.password)
+        if self.creds.tls_ca is not None:
+            c.tls_set(ca_certs=str(self.creds.tls_ca), cert_reqs=ssl.CERT_REQUIRED)
         c.max_inflight_messages_set(0)  # we bound in-flight ourselves (MAX_INFLIGHT_PER_LINK)
         c.max_queued_messages_set(0)
         if self.device is not None:
