@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import Authenticator
 from api.auth_limiter import FailedAuthLimiter
+from api.commands import CommandSender
 from api.deps import require_viewer
 from api.errors import install_error_handlers
 from api.http_guards import RequestGuards
@@ -138,9 +139,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         qos=settings.live_qos,
         client_id=settings.mqtt_client_id,
     )
+    commands = CommandSender(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        settings.mqtt_username,
+        settings.mqtt_password,
+        client_id=f"{settings.mqtt_client_id}-cmd" if settings.mqtt_client_id else None,
+    )
     app.state.pool, app.state.hub, app.state.feed = pool, hub, feed
+    app.state.commands = commands
     metrics.mqtt_connected.set_function(lambda: 1.0 if feed.connected.is_set() else 0.0)
     feed.start()
+    commands.start()
     tasks = [
         asyncio.create_task(hub.run(), name="live-hub"),
         asyncio.create_task(_startup_database_work(pool, state, settings), name="db-startup"),
@@ -157,6 +167,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await hub.close_all()
+        await commands.stop()
         await asyncio.to_thread(feed.stop)
         await pool.close()
         if metrics_listener is not None:

@@ -9,6 +9,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth import Authenticator, AuthError, Caller, Credentials
+from api.commands import CommandSender
 from api.errors import ApiError
 from api.live.hub import LiveHub
 from api.live.mqtt_feed import MqttFeed
@@ -20,6 +21,7 @@ from api.tokens import Role, TokenInfo
 __all__ = [
     "Admin",
     "BearerScheme",
+    "Commands",
     "Feed",
     "Hub",
     "Metrics",
@@ -48,6 +50,11 @@ def get_feed(request: Request) -> MqttFeed:
     return feed
 
 
+def get_commands(request: Request) -> CommandSender:
+    commands: CommandSender = request.app.state.commands
+    return commands
+
+
 def get_settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
@@ -61,6 +68,7 @@ def get_metrics(request: Request) -> ApiMetrics:
 Pool = Annotated[AsyncConnectionPool, Depends(get_pool)]
 Hub = Annotated[LiveHub, Depends(get_hub)]
 Feed = Annotated[MqttFeed, Depends(get_feed)]
+Commands = Annotated[CommandSender, Depends(get_commands)]
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 Metrics = Annotated[ApiMetrics, Depends(get_metrics)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -239,6 +240,24 @@ def test_admin_command_reaches_the_device(db_dsn: str, broker: MosquittoBroker) 
         wait_for(lambda: got, 5, "the command on the device's topic")
         assert b'"set_interval"' in got[0] and b'"interval_s":5' in got[0]
     dev.loop_stop()
+
+
+def test_command_while_the_broker_is_down_is_a_clear_503(
+    db_dsn: str, broker: MosquittoBroker
+) -> None:
+    """The command channel (aiomqtt) waits for the broker's PUBACK: no broker, no 202."""
+    admin = make_token(db_dsn, Role.ADMIN, "ops")
+    with running_api(db_dsn, broker) as api:
+        broker.kill()
+        url = f"{api.base}/api/v1/vehicles/van-d/commands"
+        body = {"cmd": "set_interval", "interval_s": 5}
+        deadline = time.monotonic() + 15
+        r = httpx.post(url, json=body, headers=_auth(admin), timeout=15)
+        while r.status_code == 202 and time.monotonic() < deadline:  # until it notices
+            time.sleep(0.2)
+            r = httpx.post(url, json=body, headers=_auth(admin), timeout=15)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "broker unavailable"
 
 
 def test_token_cli_create_list_revoke(db_dsn: str, broker: MosquittoBroker) -> None:

@@ -95,10 +95,6 @@ class MqttFeed:
     def stop(self) -> None:
         self.subscriber.stop()
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
-        """Publish (used for device commands); False when not connected."""
-        return self.subscriber.publish(topic, payload, qos=qos)
-
     # -- reader thread --------------------------------------------------------------------
 
     def _on_messages(self, batch: list[Message]) -> None:

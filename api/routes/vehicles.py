@@ -10,7 +10,8 @@ import msgspec
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, ValidationError
 
-from api.deps import Admin, Feed, Hub, Pool, Viewer
+from api.commands import BrokerUnavailableError
+from api.deps import Admin, Commands, Hub, Pool, Viewer
 from api.errors import ApiError
 from api.live.frames import STATUS_OFFLINE, STATUS_ONLINE, STATUS_STALE
 from api.params import checked_time, checked_vehicle_id
@@ -151,13 +152,19 @@ async def track(
         }
     },
 )
-async def send_command(vehicle_id: str, request: Request, who: Admin, feed: Feed) -> dict[str, Any]:
-    """The body is read here, after the token check (FastAPI reads declared bodies first)."""
+async def send_command(
+    vehicle_id: str, request: Request, who: Admin, commands: Commands
+) -> dict[str, Any]:
+    """Queued for the van once the broker acknowledged it (202): the van's persistent
+    session keeps it until the van is online. The body is read here, after the token
+    check (FastAPI reads declared bodies first)."""
     checked_vehicle_id(vehicle_id)
     body = await _command_body(request)
     command = Command(cmd=body.cmd, interval_s=body.interval_s, id=f"{who.name}-{time.time_ns()}")
-    if not feed.publish(cmd_topic(vehicle_id), msgspec.json.encode(command)):
-        raise ApiError(503, "broker unavailable", "the API is not connected to the MQTT broker")
+    try:
+        await commands.send(cmd_topic(vehicle_id), msgspec.json.encode(command))
+    except BrokerUnavailableError as exc:
+        raise ApiError(503, "broker unavailable", str(exc)) from None
     return {"topic": cmd_topic(vehicle_id), "command": msgspec.structs.asdict(command)}
 
 
