@@ -49,6 +49,8 @@ TICK_S: Final = 0.002  # longest wait in the generator loop
 RECONNECT_FIRST_S: Final = 0.25
 RECONNECT_MAX_S: Final = 5.0
 MAX_MESSAGES_PER_TICK: Final = 5000  # a backfill burst still lets receipts and PUBACKs in
+LAG_SMOOTHING: Final = 0.01  # per receipt (thousands a second at full load)
+LAG_FACTOR: Final = 3.0  # resend timeout ≥ this many times the receipts' lag
 # What one open single-fix message costs in the Unconfirmed book (measured with
 # tracemalloc: the entry, its seq set, heap and index slots, a ~60-byte payload).
 BOOK_BYTES_PER_MESSAGE: Final = 560
@@ -152,6 +154,11 @@ class LoadGenerator:
     * ``resent``: fixes sent again (receipts on: resend timeout or reconnect);
     * ``open``: generated and not confirmed yet.
 
+    The resend timeout is ``resend_after_s`` (doubling up to 120 s while a message stays
+    open), but at least three times the receipts' smoothed lag (``receipt_lag_s``): when
+    ingest runs behind, resending what is still queued for it would only add duplicates
+    to its queue and feed the overload (a resend storm).
+
     Memory is bounded: at most ``max_open_fixes`` fixes are open (default 250,000, about
     140 MB for single-fix messages, see :data:`BOOK_BYTES_PER_MESSAGE`); at the bound
     generating pauses until receipts free room (``paused_s`` says for how long), so a
@@ -203,7 +210,9 @@ class LoadGenerator:
         self.backfill_s = backfill_s
         self.schedule = FixSchedule.paced(devices, rate, per_message)  # set again by start()
         self.total_messages = None if total_fixes is None else -(-total_fixes // per_message)
+        self.resend_after_s = resend_after_s
         self.book = Unconfirmed(resend_after_s, max(resend_after_s, 120.0))
+        self._receipt_lag_ms = 0.0
         self.generated = 0
         self.resent = 0
         self.messages_sent = 0
@@ -213,7 +222,7 @@ class LoadGenerator:
         self.paused_s = 0.0
         self.failure: str | None = None
         self._topics = [telemetry_topic(d) for d in self.device_ids]
-        self._ack_topics = {f"fleet/{d}/ack": d for d in self.device_ids}
+        self._ack_topics = {f"fleet/{d}/ack": (d, i) for i, d in enumerate(self.device_ids)}
         self._next_message = 0
         self._outbox: collections.deque[tuple[str, bytes]] = collections.deque()
         self._pub: Publisher | None = None
@@ -431,19 +440,36 @@ class LoadGenerator:
 
     def _apply_receipts(self) -> None:
         assert self._acks is not None
-        owners, book = self._ack_topics, self.book
+        owners, book, sched = self._ack_topics, self.book, self.schedule
+        lag_ms = self._receipt_lag_ms
+        now_ms = int(time.time() * 1000)
+        got = 0
         while (batch := self._acks.take(0)) is not None:
             for m in batch:
-                vehicle_id = owners.get(m.topic)
-                if vehicle_id is None:
+                owner = owners.get(m.topic)
+                if owner is None:
                     continue  # another generator's van
                 try:
                     receipt = decode_receipt(m.payload)
                 except ReceiptError:
                     self.bad_receipts += 1
                     continue
-                self.receipts_received += 1
-                book.apply(vehicle_id, receipt)
+                got += 1
+                book.apply(owner[0], receipt)
+                if receipt.seq:  # the newest fix it covers was generated at its ts
+                    lag = now_ms - sched.ts(owner[1], receipt.seq[-1][1])
+                    lag_ms += (lag - lag_ms) * LAG_SMOOTHING
+        if got:
+            self.receipts_received += got
+            self._receipt_lag_ms = lag_ms
+            # A pipeline running behind must not be answered with resends of what is
+            # still queued in it: wait at least LAG_FACTOR times the receipts' lag.
+            book.resend_after_s = max(self.resend_after_s, LAG_FACTOR * lag_ms / 1000.0)
+
+    @property
+    def receipt_lag_s(self) -> float:
+        """Smoothed time from generating a fix to its receipt (receipts on)."""
+        return self._receipt_lag_ms / 1000.0
 
     def _room(self) -> bool:
         return self.open + self.per_message <= self.max_open_fixes
