@@ -164,6 +164,17 @@ def _run_load(
         return pool.map(run_load, specs)
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds all cores spent not idle so far (Linux /proc/stat); 0 when unknown."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    ticks = [int(v) for v in first[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_s(pid: int | None) -> float:
     """User + system CPU seconds of a process so far (Linux /proc); 0 when unknown."""
     if pid is None:
@@ -240,11 +251,11 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
     ingest_pid = worker.proc.pid if worker.proc is not None else None
     t_a = time.monotonic()
     before = worker.scrape()
-    cpu_a = (_cpu_s(ingest_pid), _cpu_s(run.target.broker_pid))
+    cpu_a = (_cpu_s(ingest_pid), _cpu_s(run.target.broker_pid), _machine_busy_s())
     time.sleep(max(1.0, opts.duration_s - opts.warmup_s - 1.0))
     t_b = time.monotonic()
     after = worker.scrape()
-    cpu_b = (_cpu_s(ingest_pid), _cpu_s(run.target.broker_pid))
+    cpu_b = (_cpu_s(ingest_pid), _cpu_s(run.target.broker_pid), _machine_busy_s())
     load.join()
     if not out:
         raise RuntimeError("the load generator failed; see the messages above")
@@ -278,6 +289,7 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
         "receipts_per_s": receipts_s,
         "ingest_cpu": (cpu_b[0] - cpu_a[0]) / window,
         "broker_cpu": (cpu_b[1] - cpu_a[1]) / window,
+        "machine_busy": (cpu_b[2] - cpu_a[2]) / window,
     }
     gen_rate = generated / max(r.seconds for r in results)
     bb = _histogram(before, "fleet_ingest_batch_seconds")
@@ -295,8 +307,8 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
         f"broker_publish_per_s={figures['broker_publish_per_s']:.0f} "
         f"(telemetry {telemetry_s:.0f}/s, receipts {receipts_s:.0f}/s, each in and out) "
         f"ingest_cpu={figures['ingest_cpu']:.2f} broker_cpu={figures['broker_cpu']:.2f} "
-        f"generator_cpu={sum(r.cpu_s for r in results) / max(r.seconds for r in results):.2f}"
-        " (cores)"
+        f"generator_cpu={sum(r.cpu_s for r in results) / max(r.seconds for r in results):.2f} "
+        f"machine_busy={figures['machine_busy']:.2f} of {os.cpu_count()} (cores)"
     )
     what = "confirmed" if opts.receipts else "acked"
     say(
