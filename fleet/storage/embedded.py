@@ -473,14 +473,18 @@ class EmbeddedPostgres:
 
     # ---- process
     def is_running(self) -> bool:
+        """The postmaster of this data dir is alive (a killed one not yet reaped is not)."""
         pid = self.pid()
         if pid is None:
             return False
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (ProcessLookupError, FileNotFoundError):
             return False
-        return True
+        except PermissionError:
+            return True
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # state follows "(comm)"
 
     def pid(self) -> int | None:
         return _postmaster_pid(self.pgdata)
