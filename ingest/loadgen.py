@@ -45,7 +45,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RECEIPT_FILTER: Final = "fleet/+/ack"
-TICK_S: Final = 0.002  # longest wait in the generator loop
+# The generator loop runs at most every TICK_S: a round generates, sends and reads in
+# bulk (fewer system calls than waking for every PUBACK; adds ≤ 5 ms to the lag).
+TICK_S: Final = 0.005
 RECONNECT_FIRST_S: Final = 0.25
 RECONNECT_MAX_S: Final = 5.0
 MAX_MESSAGES_PER_TICK: Final = 5000  # a backfill burst still lets receipts and PUBACKs in
@@ -232,6 +234,7 @@ class LoadGenerator:
         self._next_connect = 0.0
         self._paused_since: float | None = None
         self._lost = False
+        self._round_end = 0.0
         self._t0 = 0.0
         self._t_end: float | None = None
         self._generating = threading.Event()
@@ -389,6 +392,11 @@ class LoadGenerator:
         try:
             while not self._closing.is_set():
                 now = time.monotonic()
+                wait = self._round_end - now
+                if wait > 0:
+                    time.sleep(wait)
+                    now = time.monotonic()
+                self._round_end = now + TICK_S
                 pub = self._pub
                 if pub is None or not pub.connected:
                     if not self._lost:
@@ -402,9 +410,7 @@ class LoadGenerator:
                     self._generate(now)
                 if pub is not None and pub.connected:
                     self._send(pub, now)
-                    pub.pump(TICK_S)
-                else:
-                    time.sleep(TICK_S)
+                    pub.pump(0)
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("the load generator failed")
