@@ -128,7 +128,7 @@ class LoadResult:
     receipts: int
     reconnects: int
     seconds: float  # from start to the end of generating
-    cpu_s: float = 0.0  # the generator process's CPU time (run_load only)
+    cpu_s: float = 0.0  # the generator process's CPU time while generating (run_load only)
     confirmed_s: float = 0.0  # from start until every fix was confirmed (run_load only)
 
 
@@ -567,7 +567,6 @@ class LoadSpec:
 
 def run_load(spec: LoadSpec) -> LoadResult:
     """Generate for ``duration_s`` (or the backfill), then wait for confirmation."""
-    cpu0 = time.process_time()
     total = int(spec.rate * (spec.backfill_s or spec.duration_s))
     gen = LoadGenerator(
         spec.host,
@@ -586,6 +585,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
     )
     gen.start()
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     try:
         deadline = t0 + spec.duration_s
         while gen.generating and time.monotonic() < deadline:
@@ -593,6 +593,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
             if gen.failure is not None:
                 break
         gen.stop_generating()
+        cpu_s = time.process_time() - cpu0
         if not gen.wait_confirmed(spec.confirm_timeout_s):
             log.warning(
                 "%s: %d of %d fixes not confirmed after %.0f s",
@@ -605,4 +606,4 @@ def run_load(spec: LoadSpec) -> LoadResult:
         confirmed_s = time.monotonic() - t0
     finally:
         gen.close()
-    return dataclasses.replace(result, cpu_s=time.process_time() - cpu0, confirmed_s=confirmed_s)
+    return dataclasses.replace(result, cpu_s=cpu_s, confirmed_s=confirmed_s)
