@@ -156,10 +156,11 @@ class LoadGenerator:
     * ``resent``: fixes sent again (receipts on: resend timeout or reconnect);
     * ``open``: generated and not confirmed yet.
 
-    The resend timeout is ``resend_after_s`` (doubling up to 120 s while a message stays
-    open), but at least three times the receipts' smoothed lag (``receipt_lag_s``): when
-    ingest runs behind, resending what is still queued for it would only add duplicates
-    to its queue and feed the overload (a resend storm).
+    The resend timeout is ``resend_after_s`` (doubling up to ``resend_max_s`` while a
+    message stays open), but at least three times the receipts' smoothed lag
+    (``receipt_lag_s``, up to ``resend_max_s``): when ingest runs behind, resending what
+    is still queued for it would only add duplicates to its queue and feed the overload
+    (a resend storm).
 
     Memory is bounded: at most ``max_open_fixes`` fixes are open (default 250,000, about
     140 MB for single-fix messages, see :data:`BOOK_BYTES_PER_MESSAGE`); at the bound
@@ -195,6 +196,7 @@ class LoadGenerator:
         *,
         client_id: str | None = None,
         subscribe_all: bool = True,
+        resend_max_s: float = 120.0,
         max_open_fixes: int = 250_000,
         backfill_s: float = 0.0,
         total_fixes: int | None = None,
@@ -213,7 +215,7 @@ class LoadGenerator:
         self.schedule = FixSchedule.paced(devices, rate, per_message)  # set again by start()
         self.total_messages = None if total_fixes is None else -(-total_fixes // per_message)
         self.resend_after_s = resend_after_s
-        self.book = Unconfirmed(resend_after_s, max(resend_after_s, 120.0))
+        self.book = Unconfirmed(resend_after_s, max(resend_after_s, resend_max_s))
         self._receipt_lag_ms = 0.0
         self.generated = 0
         self.resent = 0
@@ -470,7 +472,9 @@ class LoadGenerator:
             self._receipt_lag_ms = lag_ms
             # A pipeline running behind must not be answered with resends of what is
             # still queued in it: wait at least LAG_FACTOR times the receipts' lag.
-            book.resend_after_s = max(self.resend_after_s, LAG_FACTOR * lag_ms / 1000.0)
+            book.resend_after_s = min(
+                max(self.resend_after_s, LAG_FACTOR * lag_ms / 1000.0), book.resend_max_s
+            )
 
     @property
     def receipt_lag_s(self) -> float:
