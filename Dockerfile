@@ -21,6 +21,7 @@ COPY pyproject.toml README.md ./
 COPY fleet ./fleet
 COPY broker ./broker
 COPY ingest ./ingest
+COPY analytics ./analytics
 COPY api ./api
 COPY tracker_sim ./tracker_sim
 COPY firmware_stub ./firmware_stub

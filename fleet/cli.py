@@ -27,7 +27,7 @@ COMPONENTS: Final = (
     "firmware_stub.cli",
     "api.cli",
     "api.demo",
-    "ingest.analytics.cli",
+    "analytics.cli",
     "devtools.cli",
 )
 

@@ -16,14 +16,14 @@ from fleet.storage.connect import resolve_dsn
 from fleet.storage.migrate import migrate
 
 if TYPE_CHECKING:
-    from ingest.analytics.loop import AnalyticsLoop
+    from analytics.loop import AnalyticsLoop
 
 
 def _analytics_loop(dsn: str) -> AnalyticsLoop:
     """The passages/congestion/alerts loop (issue 5), sharing this process."""
+    from analytics.loop import AnalyticsLoop  # noqa: PLC0415
+    from analytics.settings import AnalyticsSettings  # noqa: PLC0415
     from fleet.routes import load_routes  # noqa: PLC0415
-    from ingest.analytics.loop import AnalyticsLoop  # noqa: PLC0415
-    from ingest.analytics.settings import AnalyticsSettings  # noqa: PLC0415
 
     a = load(AnalyticsSettings)
     routes = load_routes(a.routes_path, checkpoint_spacing_m=a.checkpoint_spacing_m)

@@ -10,9 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from analytics.headways import headway_stats, headways_from_passages
 from fleet.contract import Fix
 from fleet.routes import Route
-from ingest.analytics.headways import headway_stats, headways_from_passages
 from tracker_sim.model import FleetModel, SimConfig, TruthTable
 
 # 2026-11-02 10:00 WITA: the tail of the morning peak, so congestion varies in the run.

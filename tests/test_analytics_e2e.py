@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from analytics.settings import AnalyticsSettings
 from broker.runner import MosquittoBroker
-from ingest.analytics.settings import AnalyticsSettings
 from tests.analytics_support import match_passages, observable_truth
 from tests.conftest import IngestProcess
 from tests.sim_support import SimProcess

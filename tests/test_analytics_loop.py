@@ -11,12 +11,12 @@ import numpy as np
 import psycopg
 import pytest
 
+from analytics.loop import AnalyticsLoop
+from analytics.settings import AnalyticsSettings
 from fleet.contract import Fix
 from fleet.routes import load_routes
 from fleet.settings import SettingsError
 from fleet.storage.schema import MIGRATIONS, TimescalePolicy
-from ingest.analytics.loop import AnalyticsLoop
-from ingest.analytics.settings import AnalyticsSettings
 from tests.analytics_support import insert_fixes, simulate
 
 ROUTES = load_routes()

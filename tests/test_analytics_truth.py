@@ -11,9 +11,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from analytics.loop import AnalyticsLoop
+from analytics.settings import AnalyticsSettings
 from fleet.routes import load_routes
-from ingest.analytics.loop import AnalyticsLoop
-from ingest.analytics.settings import AnalyticsSettings
 from tests.analytics_support import (
     insert_fixes,
     match_passages,

@@ -14,17 +14,17 @@ import psycopg
 import pytest
 from google.transit import gtfs_realtime_pb2
 
-from broker.runner import MosquittoBroker
-from fleet.contract import Fix
-from fleet.routes import load_routes
-from ingest.analytics.gtfs_static import (
+from analytics.gtfs_static import (
     GTFS_COLUMNS,
     Observed,
     export_gtfs,
     fetch_observed,
 )
-from ingest.analytics.loop import AnalyticsLoop
-from ingest.analytics.settings import AnalyticsSettings
+from analytics.loop import AnalyticsLoop
+from analytics.settings import AnalyticsSettings
+from broker.runner import MosquittoBroker
+from fleet.contract import Fix
+from fleet.routes import load_routes
 from tests.analytics_support import insert_fixes, simulate
 from tests.api_support import make_token, running_api
 

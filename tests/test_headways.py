@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ingest.analytics.headways import headway_stats, headways_from_passages, level_of_service
+from analytics.headways import headway_stats, headways_from_passages, level_of_service
 
 
 def test_equal_headways() -> None:

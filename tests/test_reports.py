@@ -14,9 +14,9 @@ import httpx
 import psycopg
 import pytest
 
+from analytics.reports import ReportError, ReportParams, render, run_report
 from broker.runner import MosquittoBroker
 from fleet.routes import load_routes
-from ingest.analytics.reports import ReportError, ReportParams, render, run_report
 from tests.api_support import make_token, running_api
 
 ROUTE = load_routes()["B"]

@@ -9,9 +9,9 @@ from typing import Final
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from analytics import gtfs_realtime, reports
+from analytics.context import analytics_context
 from api.deps import Pool
-from ingest.analytics import gtfs_realtime, reports
-from ingest.analytics.context import analytics_context
 
 __all__ = ["freeflow_speeds", "router"]
 

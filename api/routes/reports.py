@@ -8,13 +8,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from analytics import gtfs_realtime, reports
+from analytics.congestion import gtfs_congestion_level
+from analytics.context import analytics_context
 from api.deps import Pool
 from api.errors import ApiError
 from api.params import checked_checkpoint, checked_route, checked_time
 from api.routes.gtfs import freeflow_speeds
-from ingest.analytics import gtfs_realtime, reports
-from ingest.analytics.congestion import gtfs_congestion_level
-from ingest.analytics.context import analytics_context
 
 __all__ = ["router"]
 

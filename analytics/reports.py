@@ -6,7 +6,7 @@ that turns the fetched rows into report rows, so both front ends give identical 
 
 * **headways** — per route, direction and checkpoint (and a pooled ``ALL`` row per
   route and direction), optionally per local hour of day: the figures of
-  :func:`ingest.analytics.headways.headway_stats`.
+  :func:`analytics.headways.headway_stats`.
 * **congestion** — per 5-minute bucket and checkpoint-to-checkpoint segment: samples,
   vans, median/p85 travel time and speed, free-flow speed (p85 of off-peak speeds) and
   congestion level; or per H3 cell (``level="area"``).
@@ -30,8 +30,8 @@ import h3
 import numpy as np
 import psycopg
 
-from ingest.analytics.congestion import congestion_level
-from ingest.analytics.headways import headway_stats
+from analytics.congestion import congestion_level
+from analytics.headways import headway_stats
 
 __all__ = [
     "AREA_SQL",

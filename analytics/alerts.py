@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from ingest.analytics.passages import RouteLine
-from ingest.analytics.settings import AnalyticsSettings
+from analytics.passages import RouteLine
+from analytics.settings import AnalyticsSettings
 
 __all__ = ["AlertCondition", "evaluate_alerts", "reconcile_alerts"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from analytics.passages import RouteLine
+from analytics.settings import AnalyticsSettings
 from fleet.routes import Route, load_routes
 from fleet.settings import load
-from ingest.analytics.passages import RouteLine
-from ingest.analytics.settings import AnalyticsSettings
 
 __all__ = ["AnalyticsContext", "analytics_context"]
 

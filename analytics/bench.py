@@ -31,12 +31,12 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from analytics.fix_arrays import Window, load_window_fixes
+from analytics.passages import RouteLine, detect_crossings
+from analytics.recompute import recompute_windows
+from analytics.reports import ReportParams, run_report
 from fleet.routes import Route
 from fleet.storage.migrate import migrate
-from ingest.analytics.fix_arrays import Window, load_window_fixes
-from ingest.analytics.passages import RouteLine, detect_crossings
-from ingest.analytics.recompute import recompute_windows
-from ingest.analytics.reports import ReportParams, run_report
 
 __all__ = ["BenchResult", "generate_day", "run_bench"]
 

@@ -6,7 +6,7 @@ frequency-based trip in the static export, schedule relationship UNSCHEDULED),
 vehicle id, position (lat, lon, bearing, speed m/s), timestamp, and congestion level
 of the checkpoint-to-checkpoint segment the van is on (the latest 5-minute bucket of
 the last 15 minutes against that segment's free-flow travel time, see
-:func:`ingest.analytics.congestion.gtfs_congestion_level`).
+:func:`analytics.congestion.gtfs_congestion_level`).
 
 Reference: gtfs.org/realtime/reference (FeedMessage, VehiclePosition, CongestionLevel).
 """
@@ -20,8 +20,8 @@ from typing import Any, Final
 import numpy as np
 from google.transit import gtfs_realtime_pb2
 
-from ingest.analytics.congestion import congestion_level, gtfs_congestion_level
-from ingest.analytics.passages import RouteLine
+from analytics.congestion import congestion_level, gtfs_congestion_level
+from analytics.passages import RouteLine
 
 __all__ = [
     "LIVE_SEGMENTS_SQL",

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest.analytics.passages import DetectionParams
+from analytics.passages import DetectionParams
 
 __all__ = ["AnalyticsSettings", "parse_hours"]
 

@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from ingest.analytics.fix_arrays import Window, load_window_fixes
-from ingest.analytics.passages import RouteLine, detect_crossings
+from analytics.fix_arrays import Window, load_window_fixes
+from analytics.passages import RouteLine, detect_crossings
 
 __all__ = ["RecomputeResult", "RouteSpan", "recompute_windows"]
 

@@ -10,12 +10,10 @@ from typing import Literal
 import psycopg
 import typer
 
-from fleet.settings import CommonSettings, load
-from fleet.storage.connect import resolve_dsn
-from ingest.analytics.bench import run_bench
-from ingest.analytics.context import analytics_context
-from ingest.analytics.gtfs_static import export_gtfs, fetch_observed
-from ingest.analytics.reports import (
+from analytics.bench import run_bench
+from analytics.context import analytics_context
+from analytics.gtfs_static import export_gtfs, fetch_observed
+from analytics.reports import (
     ReportError,
     ReportParams,
     parse_time,
@@ -23,6 +21,8 @@ from ingest.analytics.reports import (
     report_chunks,
     run_report,
 )
+from fleet.settings import CommonSettings, load
+from fleet.storage.connect import resolve_dsn
 
 __all__ = ["register"]
 

@@ -7,7 +7,7 @@ Every ``interval_s`` one cycle, in one transaction:
    ingest transactions that were still open at the previous cycle; reprocessing is
    idempotent);
 2. for each such van, recompute passages over [first new fix − max_gap_s, last new fix
-   + max_gap_s] (:mod:`ingest.analytics.recompute`): late store-and-forward batches
+   + max_gap_s] (:mod:`analytics.recompute`): late store-and-forward batches
    are picked up by arrival time, whatever their fix times;
 3. refresh the 5-minute segment rollups (plain PostgreSQL) and, at most every
    ``area_refresh_s``, the H3 area speeds of the buckets the new fixes fell in (whole
@@ -31,14 +31,14 @@ from typing import Final
 
 import psycopg
 
+from analytics.alerts import evaluate_alerts, reconcile_alerts
+from analytics.congestion import refresh_area_speeds, refresh_segment_speeds
+from analytics.fix_arrays import Window
+from analytics.passages import RouteLike, RouteLine
+from analytics.recompute import recompute_windows
+from analytics.settings import AnalyticsSettings
 from fleet.routes import load_routes
 from fleet.settings import load
-from ingest.analytics.alerts import evaluate_alerts, reconcile_alerts
-from ingest.analytics.congestion import refresh_area_speeds, refresh_segment_speeds
-from ingest.analytics.fix_arrays import Window
-from ingest.analytics.passages import RouteLike, RouteLine
-from ingest.analytics.recompute import recompute_windows
-from ingest.analytics.settings import AnalyticsSettings
 
 __all__ = ["AnalyticsLoop", "CycleStats"]
 

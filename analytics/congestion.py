@@ -24,8 +24,8 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
+from analytics.fix_arrays import copy_binary_rows
 from fleet.geometry import haversine_m
-from ingest.analytics.fix_arrays import copy_binary_rows
 
 __all__ = [
     "BUCKET",
