@@ -1,9 +1,10 @@
-"""``fleet bench faults``."""
+"""The developer commands: ``fleet bench sim|faults``."""
 
 from __future__ import annotations
 
 import signal
 from types import FrameType
+from typing import NoReturn
 
 import typer
 
@@ -14,8 +15,40 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds through the benchmark's cleanup: nothing left running
 
 
+def _fail(command: str, message: str) -> NoReturn:
+    typer.echo(f"{command}: {message}", err=True)
+    raise typer.Exit(2)
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    @groups["bench"].command("faults")
+    bench = groups["bench"]
+
+    @bench.command("sim")
+    def bench_sim(
+        vehicles: int = typer.Option(10_000, help="Vans, spread over all routes."),
+        procs: int = typer.Option(2, help="Simulator processes."),
+        connections: int = typer.Option(2, help="Gateway connections per process."),
+        seconds: float = typer.Option(20.0, help="Wall-clock seconds to publish."),
+        interval: float = typer.Option(5.0, help="Seconds between fixes of one van."),
+    ) -> None:
+        """Gateway-mode publishing rate (fixes/s acknowledged by a local Mosquitto)."""
+        from devtools.bench_sim import SimBenchOptions, run_sim_bench  # noqa: PLC0415
+        from tracker_sim.links import LinkError  # noqa: PLC0415
+
+        logs.configure("WARNING")
+        opts = SimBenchOptions(vehicles, procs, connections, seconds, interval)
+        try:
+            st = run_sim_bench(opts, typer.echo)
+        except (LinkError, RuntimeError) as exc:
+            _fail("fleet sim", str(exc))
+        wall = max(st.wall_seconds, 1e-9)
+        typer.echo(
+            f"published messages={st.messages} fixes={st.fixes} acked={st.fixes_acked} "
+            f"wall_s={wall:.1f} sim_s={st.sim_seconds:.0f}"
+        )
+        typer.echo(f"rate={st.fixes_acked / wall:.0f} vehicles={st.vehicles} procs={procs}")
+
+    @bench.command("faults")
     def bench_faults(
         duration: float = typer.Option(120, help="Seconds of load (the fault times scale)."),
         devices: int = typer.Option(500, help="Receipt-aware devices."),
@@ -49,8 +82,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         try:
             report = run_faults_bench(opts, typer.echo)
         except (BrokerError, EmbeddedPostgresError, LoadError, SetupError) as exc:
-            typer.echo(f"fleet bench faults: {exc}", err=True)
-            raise typer.Exit(2) from None
+            _fail("fleet bench faults", str(exc))
         typer.echo(report.last_line())
         if not report.ok:
             raise typer.Exit(1)

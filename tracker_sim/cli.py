@@ -1,4 +1,4 @@
-"""``fleet sim`` (publish a simulated fleet) and ``fleet bench sim``."""
+"""``fleet sim``: publish a simulated fleet."""
 
 from __future__ import annotations
 
@@ -279,27 +279,3 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 f"confirmed={stats.fixes_confirmed} resent={stats.fixes_resent} "
                 f"unconfirmed={stats.fixes_unconfirmed}"
             )
-
-    @groups["bench"].command("sim")
-    def bench_sim(
-        vehicles: int = typer.Option(10_000, help="Vans, spread over all routes."),
-        procs: int = typer.Option(2, help="Simulator processes."),
-        connections: int = typer.Option(2, help="Gateway connections per process."),
-        seconds: float = typer.Option(20.0, help="Wall-clock seconds to publish."),
-        interval: float = typer.Option(5.0, help="Seconds between fixes of one van."),
-    ) -> None:
-        """Gateway-mode publishing rate (fixes/s acknowledged by a local Mosquitto)."""
-        from tracker_sim.bench import SimBenchOptions, run_sim_bench  # noqa: PLC0415
-
-        logs.configure("WARNING")
-        opts = SimBenchOptions(vehicles, procs, connections, seconds, interval)
-        try:
-            st = run_sim_bench(opts, typer.echo)
-        except (LinkError, RuntimeError) as exc:
-            _fail(str(exc))
-        wall = max(st.wall_seconds, 1e-9)
-        typer.echo(
-            f"published messages={st.messages} fixes={st.fixes} acked={st.fixes_acked} "
-            f"wall_s={wall:.1f} sim_s={st.sim_seconds:.0f}"
-        )
-        typer.echo(f"rate={st.fixes_acked / wall:.0f} vehicles={st.vehicles} procs={procs}")
