@@ -31,7 +31,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fleet.mqtt import codec
@@ -158,29 +158,55 @@ class MqttSubscriber:
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, wait: float = 5.0
     ) -> bool:
-        """Send one PUBLISH on this connection; False when not connected.
+        """Send one PUBLISH on this connection; False when it could not be sent.
 
         A QoS 1 PUBLISH counts against the broker's Receive Maximum until its PUBACK
         arrives; when the window is full this waits up to ``wait`` seconds for room, then
         gives up (False). Nothing is resent after a reconnect: callers that need the
         message to arrive decide themselves (a storage receipt is simply sent again later).
         """
+        if qos == 0:
+            with self._conn_lock:
+                sock = self._sock
+            if sock is None or not self.connected.is_set():
+                return False
+            packet = codec.publish_packet(topic.encode(), payload, 0, qos=0, retain=retain)
+            return self._send(packet, "PUBLISH", sock)
+        return self.publish_many([(topic, payload)], wait=wait, retain=retain) == 1
+
+    def publish_many(
+        self, messages: Iterable[tuple[str, bytes]], wait: float = 5.0, retain: bool = False
+    ) -> int:
+        """QoS 1 PUBLISHes in as few writes as the broker's window allows; how many went.
+
+        Packets are written together until the Receive Maximum is used up, then this waits
+        (up to ``wait`` s per message) for PUBACKs to make room. Stops at the first message
+        that cannot be sent (not connected, reconnected meanwhile, no room in time).
+        """
         with self._conn_lock:
             gen, sock = self.generation, self._sock
         if sock is None or not self.connected.is_set():
-            return False
-        packet_id = 0
-        if qos:
-            if not self._out_quota.acquire(timeout=wait):
-                return False
+            return 0
+        sent = 0
+        out: list[bytes] = []
+        for topic, payload in messages:
+            if not self._out_quota.acquire(blocking=False):
+                if out and not self._send(b"".join(out), "PUBLISH", sock):
+                    return sent - len(out)
+                out = []
+                if not self._out_quota.acquire(timeout=wait):
+                    return sent
             with self._conn_lock:
                 if self.generation != gen:  # reconnected meanwhile: a fresh window
                     self._release_quota()
-                    return False
+                    break
                 packet_id = next(self._publish_ids) % 65534 + 2  # 1 is SUBSCRIBE's
                 self._out_inflight.add(packet_id)
-        packet = codec.publish_packet(topic.encode(), payload, packet_id, qos=qos, retain=retain)
-        return self._send(packet, "PUBLISH", sock)
+            out.append(codec.publish_packet(topic.encode(), payload, packet_id, retain=retain))
+            sent += 1
+        if out and not self._send(b"".join(out), "PUBLISH", sock):
+            return sent - len(out)
+        return sent
 
     def _release_quota(self) -> None:
         with contextlib.suppress(ValueError):  # released more than acquired: a stale PUBACK
