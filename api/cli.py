@@ -1,4 +1,4 @@
-"""``fleet api``, ``fleet token create|list|revoke`` and ``fleet bench live``."""
+"""``fleet api`` and ``fleet token create|list|revoke``."""
 
 from __future__ import annotations
 
@@ -51,7 +51,6 @@ def _tokens_db(dsn: str | None, data_dir: Path | None) -> Iterator[psycopg.Conne
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     token = groups["token"]
-    bench = groups["bench"]
 
     @app.command("api")
     def api_cmd(
@@ -132,38 +131,3 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 _fail(str(exc))
                 return
         typer.echo(f"revoked {n} token(s)")
-
-    @bench.command("live")
-    def bench_live(
-        clients: int = typer.Option(200, help="Websocket clients."),
-        rate: int = typer.Option(5000, help="Fixes per second published."),
-        vans: int = typer.Option(2000, help="Distinct vans the fixes are spread over."),
-        duration: float = typer.Option(20.0, help="Measured seconds (after warm-up)."),
-        warmup: float = typer.Option(5.0, help="Seconds before measuring."),
-        dsn: str = typer.Option(None, help="Use this database instead of an embedded one."),
-        mqtt_port: int = typer.Option(
-            None, help="Use a running broker on 127.0.0.1:PORT (credentials from --data-dir)."
-        ),
-        data_dir: Path = typer.Option(None, help="Where the bench's broker/DB keep state."),
-        measure_every: int = typer.Option(
-            10, min=1, help="Every Nth client decodes and times every van (1 = all)."
-        ),
-    ) -> None:
-        """Live push under load: N websocket clients while fixes flow at RATE/s."""
-        from api.bench_live import BenchOptions, run_bench  # noqa: PLC0415
-
-        s = load(CommonSettings)
-        logs.configure("WARNING", s.log_format)
-        opts = BenchOptions(
-            clients=clients,
-            rate=rate,
-            vans=vans,
-            duration_s=duration,
-            warmup_s=warmup,
-            dsn=dsn,
-            mqtt_port=mqtt_port,
-            data_dir=data_dir,
-            measure_every=measure_every,
-        )
-        for line in run_bench(opts):
-            typer.echo(line)

@@ -1,14 +1,16 @@
-"""The developer commands: ``fleet bench sim|faults``."""
+"""The developer commands: ``fleet bench live|sim|faults``."""
 
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
 import typer
 
 from fleet import logs
+from fleet.settings import CommonSettings, load
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -22,6 +24,41 @@ def _fail(command: str, message: str) -> NoReturn:
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
+
+    @bench.command("live")
+    def bench_live(
+        clients: int = typer.Option(200, help="Websocket clients."),
+        rate: int = typer.Option(5000, help="Fixes per second published."),
+        vans: int = typer.Option(2000, help="Distinct vans the fixes are spread over."),
+        duration: float = typer.Option(20.0, help="Measured seconds (after warm-up)."),
+        warmup: float = typer.Option(5.0, help="Seconds before measuring."),
+        dsn: str = typer.Option(None, help="Use this database instead of an embedded one."),
+        mqtt_port: int = typer.Option(
+            None, help="Use a running broker on 127.0.0.1:PORT (credentials from --data-dir)."
+        ),
+        data_dir: Path = typer.Option(None, help="Where the bench's broker/DB keep state."),
+        measure_every: int = typer.Option(
+            10, min=1, help="Every Nth client decodes and times every van (1 = all)."
+        ),
+    ) -> None:
+        """Live push under load: N websocket clients while fixes flow at RATE/s."""
+        from devtools.bench_live import BenchOptions, run_bench  # noqa: PLC0415
+
+        s = load(CommonSettings)
+        logs.configure("WARNING", s.log_format)
+        opts = BenchOptions(
+            clients=clients,
+            rate=rate,
+            vans=vans,
+            duration_s=duration,
+            warmup_s=warmup,
+            dsn=dsn,
+            mqtt_port=mqtt_port,
+            data_dir=data_dir,
+            measure_every=measure_every,
+        )
+        for line in run_bench(opts):
+            typer.echo(line)
 
     @bench.command("sim")
     def bench_sim(
