@@ -1,4 +1,4 @@
-"""``fleet report ...``, ``fleet gtfs export`` and ``fleet bench analytics``."""
+"""``fleet report ...`` and ``fleet gtfs export``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Literal
 import psycopg
 import typer
 
-from analytics.bench import run_bench
 from analytics.context import analytics_context
 from analytics.gtfs_static import export_gtfs, fetch_observed
 from analytics.reports import (
@@ -107,7 +106,6 @@ def _report(
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     report = groups["report"]
-    bench = groups["bench"]
 
     route_opt = typer.Option(None, "--route", help="Route code, e.g. B.")
     cp_opt = typer.Option(None, "--checkpoint", help="Checkpoint seq or id (12 or B-012).")
@@ -178,35 +176,3 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             observed = fetch_observed(conn, datetime.now(UTC), days, ctx.settings.timezone)
         paths = export_gtfs(out_dir, ctx.routes, observed, ctx.settings.timezone)
         typer.echo(f"wrote {len(paths)} files to {out_dir}")
-
-    @bench.command("analytics")
-    def bench_analytics(
-        route: str = typer.Option("B", "--route", help="Route to drive."),
-        vans: int = typer.Option(100, "--vans", min=1),
-        hours: float = typer.Option(16.0, "--hours", min=0.1),
-        keep: bool = typer.Option(False, "--keep", help="Keep the scratch database."),
-        dsn: str | None = dsn_opt,
-    ) -> None:
-        """Passage detection throughput and the headway report of a generated route-day."""
-        ctx = analytics_context()
-        if route not in ctx.routes:
-            _fail(f"unknown route {route!r}; routes: {', '.join(ctx.routes)}")
-        total = int(vans * hours * 3600)
-        with typer.progressbar(length=total, label="copying fixes", file=sys.stderr) as bar:
-            result = run_bench(
-                _dsn(dsn),
-                ctx.routes[route],
-                vans,
-                hours,
-                keep,
-                progress=bar.update,
-                say=lambda m: typer.echo(m, err=True),
-            )
-        typer.echo(
-            f"fixes={result.fixes} passages={result.passages} "
-            f"copy_s={result.copy_s:.1f} detect_cpu_s={result.detect_s:.2f} "
-            f"detect_wall_s={result.detect_wall_s:.2f} "
-            f"end_to_end_fixes_per_s={result.end_to_end_fixes_per_s:.0f} "
-            f"report_rows={result.report_rows}"
-        )
-        typer.echo(f"fixes_per_s={result.fixes_per_s:.0f} report_ms={result.report_ms:.0f}")

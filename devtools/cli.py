@@ -1,8 +1,9 @@
-"""The developer commands: ``fleet bench live|sim|faults``."""
+"""The developer commands: ``fleet bench analytics|live|sim|faults``."""
 
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -11,10 +12,18 @@ import typer
 
 from fleet import logs
 from fleet.settings import CommonSettings, load
+from fleet.storage.connect import resolve_dsn
+
+DSN_HELP = "PostgreSQL DSN (default: FLEET_DSN, else the embedded server in FLEET_DATA_DIR)."
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds through the benchmark's cleanup: nothing left running
+
+
+def _dsn(dsn: str | None) -> str:
+    common = load(CommonSettings)
+    return resolve_dsn(dsn or common.dsn, common.data_dir)
 
 
 def _fail(command: str, message: str) -> NoReturn:
@@ -24,6 +33,41 @@ def _fail(command: str, message: str) -> NoReturn:
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
+
+    @bench.command("analytics")
+    def bench_analytics(
+        route: str = typer.Option("B", "--route", help="Route to drive."),
+        vans: int = typer.Option(100, "--vans", min=1),
+        hours: float = typer.Option(16.0, "--hours", min=0.1),
+        keep: bool = typer.Option(False, "--keep", help="Keep the scratch database."),
+        dsn: str | None = typer.Option(None, "--dsn", help=DSN_HELP),
+    ) -> None:
+        """Passage detection throughput and the headway report of a generated route-day."""
+        from analytics.context import analytics_context  # noqa: PLC0415
+        from devtools.bench_analytics import run_bench  # noqa: PLC0415
+
+        ctx = analytics_context()
+        if route not in ctx.routes:
+            _fail("fleet", f"unknown route {route!r}; routes: {', '.join(ctx.routes)}")
+        total = int(vans * hours * 3600)
+        with typer.progressbar(length=total, label="copying fixes", file=sys.stderr) as bar:
+            result = run_bench(
+                _dsn(dsn),
+                ctx.routes[route],
+                vans,
+                hours,
+                keep,
+                progress=bar.update,
+                say=lambda m: typer.echo(m, err=True),
+            )
+        typer.echo(
+            f"fixes={result.fixes} passages={result.passages} "
+            f"copy_s={result.copy_s:.1f} detect_cpu_s={result.detect_s:.2f} "
+            f"detect_wall_s={result.detect_wall_s:.2f} "
+            f"end_to_end_fixes_per_s={result.end_to_end_fixes_per_s:.0f} "
+            f"report_rows={result.report_rows}"
+        )
+        typer.echo(f"fixes_per_s={result.fixes_per_s:.0f} report_ms={result.report_ms:.0f}")
 
     @bench.command("live")
     def bench_live(
