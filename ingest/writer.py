@@ -9,59 +9,119 @@ makes redelivery, store-and-forward backfill and repeats no-ops, and the count o
 actually inserted tells new fixes from duplicates.  The same transaction keeps each
 van's latest position (never moving it back in time), applies status messages and
 writes the dead-letter rows, so a batch is either entirely committed or not at all.
+
+The columns are listed once (:data:`POSITION_COLUMNS`): the stage table, the binary COPY,
+the insert and the latest-position upsert are derived from that list.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from operator import attrgetter
+from typing import Any, Final
 
 import psycopg
+from msgspec.structs import astuple
 
 from fleet.contract import Fix
 
-__all__ = ["BatchWriter", "DeadLetter", "Item", "WriteResult", "is_data_error", "printable"]
+__all__ = [
+    "POSITION_COLUMNS",
+    "BatchWriter",
+    "DeadLetter",
+    "Item",
+    "PositionColumn",
+    "WriteResult",
+    "is_data_error",
+    "printable",
+]
 
 DEAD_LETTER_PAYLOAD_BYTES: Final = 1024
 
-_STAGE_DDL: Final = """
-CREATE TEMP TABLE IF NOT EXISTS positions_stage (
-    vehicle_id text NOT NULL,
-    ts_ms      bigint NOT NULL,
-    lat        double precision NOT NULL,
-    lon        double precision NOT NULL,
-    speed      real,
-    heading    real,
-    accuracy   real,
-    route      text,
-    seq        bigint
-) ON COMMIT DELETE ROWS
-"""
+
+@dataclass(frozen=True, slots=True)
+class PositionColumn:
+    """One column of ``positions`` as ingest writes it.
+
+    A new column: the Fix field (``fleet.contract``), the migration, and one line in
+    :data:`FIX_COLUMNS`; every statement below is derived from :data:`POSITION_COLUMNS`.
+    """
+
+    name: str  # in positions (and, for a fix's columns, the Fix field it comes from)
+    stage_type: str  # in the stage table, also the type of the binary COPY
+    not_null: bool = False
+    stage_name: str | None = None  # staged under another name (default: name)
+    value: str | None = None  # SQL turning the staged value into the stored one
+    latest: str | None = None  # the column of ``vehicles`` holding the van's newest value
+    keep_if_null: bool = False  # ... which a NULL does not overwrite
+
+    @property
+    def staged(self) -> str:
+        return self.stage_name or self.name
+
+    @property
+    def stored(self) -> str:
+        """The SQL that selects the stored value from a stage row."""
+        return self.value or self.staged
+
+
+VEHICLE_ID: Final = PositionColumn("vehicle_id", "text", not_null=True)
+# Epoch milliseconds as devices send them: converted by the server, not per fix in Python.
+TS: Final = PositionColumn(
+    "ts",
+    "bigint",
+    not_null=True,
+    stage_name="ts_ms",
+    value="timestamptz 'epoch' + ts_ms * interval '1 millisecond'",
+    latest="last_ts",
+)
+# One column per Fix field, in Fix's order.
+FIX_COLUMNS: Final = (
+    TS,
+    PositionColumn("lat", "double precision", not_null=True, latest="lat"),
+    PositionColumn("lon", "double precision", not_null=True, latest="lon"),
+    PositionColumn("speed", "real", latest="speed"),
+    PositionColumn("heading", "real", latest="heading"),
+    PositionColumn("accuracy", "real", latest="accuracy"),
+    PositionColumn("route", "text", latest="route", keep_if_null=True),
+    PositionColumn("seq", "bigint"),
+)
+POSITION_COLUMNS: Final = (VEHICLE_ID, *FIX_COLUMNS)
+KEY: Final = (VEHICLE_ID, TS)  # the identity of a fix: repeats are no-ops
+
+# A fix's values in column order: msgspec's C tuple when the columns are Fix's fields in
+# order (the hot path), else attribute by attribute.
+_FIX_FIELDS: Final = tuple(c.name for c in FIX_COLUMNS)
+_fix_values: Final[Callable[[Fix], tuple[Any, ...]]] = (
+    astuple if Fix.__struct_fields__ == _FIX_FIELDS else attrgetter(*_FIX_FIELDS)
+)
+
+
+def _names(columns: Iterable[PositionColumn], attr: str = "name") -> str:
+    return ", ".join(getattr(c, attr) for c in columns)
+
+
+_STAGE_DDL: Final = (
+    "CREATE TEMP TABLE IF NOT EXISTS positions_stage (\n    "
+    + ",\n    ".join(
+        f"{c.staged} {c.stage_type}{' NOT NULL' if c.not_null else ''}" for c in POSITION_COLUMNS
+    )
+    + "\n) ON COMMIT DELETE ROWS"
+)
 
 _COPY: Final = (
-    "COPY positions_stage (vehicle_id, ts_ms, lat, lon, speed, heading, accuracy, route, seq)"
-    " FROM STDIN (FORMAT BINARY)"
+    f"COPY positions_stage ({_names(POSITION_COLUMNS, 'staged')}) FROM STDIN (FORMAT BINARY)"
 )
-_COPY_TYPES: Final = [
-    "text",
-    "int8",
-    "float8",
-    "float8",
-    "float4",
-    "float4",
-    "float4",
-    "text",
-    "int8",
-]
+_COPY_TYPES: Final = [c.stage_type for c in POSITION_COLUMNS]
 
-_INSERT: Final = """
+_INSERT: Final = f"""
 WITH inserted AS (
-    INSERT INTO positions (vehicle_id, ts, lat, lon, speed, heading, accuracy, route, seq)
-    SELECT vehicle_id, timestamptz 'epoch' + ts_ms * interval '1 millisecond',
-           lat, lon, speed, heading, accuracy, route, seq
+    INSERT INTO positions ({_names(POSITION_COLUMNS)})
+    SELECT {_names(POSITION_COLUMNS, "stored")}
     FROM positions_stage
-    ON CONFLICT (vehicle_id, ts) DO NOTHING
+    ON CONFLICT ({_names(KEY)}) DO NOTHING
     RETURNING 1
 )
 SELECT count(*) FROM inserted
@@ -69,25 +129,25 @@ SELECT count(*) FROM inserted
 
 # Latest position per van; the WHERE clause keeps a late backfill from moving a van back.
 # ORDER BY vehicle_id gives concurrent workers one lock order (no deadlocks).
-_LATEST: Final = """
-INSERT INTO vehicles AS v (vehicle_id, route, last_ts, lat, lon, speed, heading, accuracy)
-SELECT vehicle_id, route, timestamptz 'epoch' + ts_ms * interval '1 millisecond',
-       lat, lon, speed, heading, accuracy
+_LATEST_COLUMNS: Final = [c for c in FIX_COLUMNS if c.latest]
+_LATEST_SET: Final = ",\n    ".join(
+    f"{c.latest} = coalesce(EXCLUDED.{c.latest}, v.{c.latest})"
+    if c.keep_if_null
+    else f"{c.latest} = EXCLUDED.{c.latest}"
+    for c in _LATEST_COLUMNS
+)
+_LATEST: Final = f"""
+INSERT INTO vehicles AS v ({VEHICLE_ID.name}, {_names(_LATEST_COLUMNS, "latest")})
+SELECT {VEHICLE_ID.staged}, {_names(_LATEST_COLUMNS, "stored")}
 FROM (
-    SELECT DISTINCT ON (vehicle_id) *
+    SELECT DISTINCT ON ({VEHICLE_ID.staged}) *
     FROM positions_stage
-    ORDER BY vehicle_id, ts_ms DESC
+    ORDER BY {VEHICLE_ID.staged}, {TS.staged} DESC
 ) latest
-ORDER BY vehicle_id
-ON CONFLICT (vehicle_id) DO UPDATE SET
-    route = coalesce(EXCLUDED.route, v.route),
-    last_ts = EXCLUDED.last_ts,
-    lat = EXCLUDED.lat,
-    lon = EXCLUDED.lon,
-    speed = EXCLUDED.speed,
-    heading = EXCLUDED.heading,
-    accuracy = EXCLUDED.accuracy
-WHERE v.last_ts IS NULL OR EXCLUDED.last_ts > v.last_ts
+ORDER BY {VEHICLE_ID.staged}
+ON CONFLICT ({VEHICLE_ID.name}) DO UPDATE SET
+    {_LATEST_SET}
+WHERE v.{TS.latest} IS NULL OR EXCLUDED.{TS.latest} > v.{TS.latest}
 """
 
 _STATUS: Final = """
@@ -189,23 +249,11 @@ class BatchWriter:
                 if any(item.fixes for item in items):
                     with cur.copy(_COPY) as copy:
                         copy.set_types(_COPY_TYPES)
-                        write_row = copy.write_row
+                        write_row, values = copy.write_row, _fix_values
                         for item in items:
                             vid = item.vehicle_id
                             for f in item.fixes:
-                                write_row(
-                                    (
-                                        vid,
-                                        f.ts,
-                                        f.lat,
-                                        f.lon,
-                                        f.speed,
-                                        f.heading,
-                                        f.accuracy,
-                                        f.route,
-                                        f.seq,
-                                    )
-                                )
+                                write_row((vid, *values(f)))
                             fixes += len(item.fixes)
                     cur.execute(_INSERT)
                     row = cur.fetchone()
