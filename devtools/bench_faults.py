@@ -1,6 +1,6 @@
 """``fleet bench faults``: kill -9 every process of the write path; count what was lost.
 
-Receipt-aware devices (:class:`ingest.loadgen.LoadGenerator`, see
+Receipt-aware devices (:class:`devtools.loadgen.LoadGenerator`, see
 :mod:`devtools.devices`) publish at a fixed rate while the benchmark SIGKILLs, at the
 fixed times of :func:`schedule` (scaled to the duration), Mosquitto, the PostgreSQL
 postmaster and ``fleet ingest`` — each under live load and each while a backlog is

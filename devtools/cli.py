@@ -1,4 +1,4 @@
-"""The developer commands: ``fleet bench analytics|live|sim|faults``."""
+"""The developer commands: ``fleet bench analytics|ingest|live|sim|faults``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,49 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             f"report_rows={result.report_rows}"
         )
         typer.echo(f"fixes_per_s={result.fixes_per_s:.0f} report_ms={result.report_ms:.0f}")
+
+    @bench.command("ingest")
+    def bench_ingest(
+        rate: float = typer.Option(10_000, help="Target fixes/s in total."),
+        duration: float = typer.Option(60, help="Seconds of load."),
+        devices: int = typer.Option(1000, help="Simulated devices."),
+        procs: int = typer.Option(2, help="Load-generator processes."),
+        per_message: int = typer.Option(1, help="Fixes per MQTT message (1 = no batching)."),
+        backlog: float = typer.Option(
+            0, help="Then: seconds of load to pile up with the worker down."
+        ),
+        batch_max_fixes: int = typer.Option(1000),
+        batch_max_ms: int = typer.Option(50),
+        dsn: str = typer.Option(None, help="Use this database instead of an embedded one."),
+        mqtt_port: int = typer.Option(
+            None,
+            help="Use a running broker on 127.0.0.1 (passwords of svc-ingest and svc-gateway "
+            "from FLEET_MQTT_PASSWORD and FLEET_GATEWAY_PASSWORD).",
+        ),
+        gateway_password: str = typer.Option(None, envvar="FLEET_GATEWAY_PASSWORD", hidden=True),
+    ) -> None:
+        """Measure sustained ingest rate, publish→commit latency, loss and duplicates."""
+        from devtools.bench_ingest import BenchOptions, run_ingest_bench  # noqa: PLC0415
+
+        logs.configure("WARNING")
+        opts = BenchOptions(
+            rate=rate,
+            duration_s=duration,
+            devices=devices,
+            procs=procs,
+            per_message=per_message,
+            backlog_s=backlog,
+            batch_max_fixes=batch_max_fixes,
+            batch_max_ms=batch_max_ms,
+            dsn=dsn,
+            mqtt_port=mqtt_port,
+            mqtt_password=gateway_password,
+        )
+        f = run_ingest_bench(opts, typer.echo)
+        typer.echo(
+            f"rate={f['rate']:.0f} p50_ms={f['p50_ms']:.0f} p99_ms={f['p99_ms']:.0f} "
+            f"lost={f['lost']:.0f} dup={f['dup']:.0f}"
+        )
 
     @bench.command("live")
     def bench_live(
@@ -146,8 +189,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """
         from broker.runner import BrokerError  # noqa: PLC0415
         from devtools.bench_faults import FaultOptions, SetupError, run_faults_bench  # noqa: PLC0415
+        from devtools.loadgen import LoadError  # noqa: PLC0415
         from fleet.storage.embedded import EmbeddedPostgresError  # noqa: PLC0415
-        from ingest.loadgen import LoadError  # noqa: PLC0415
 
         signal.signal(signal.SIGTERM, _interrupt)
         logs.configure("ERROR")  # the progress lines say what happened

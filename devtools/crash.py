@@ -5,7 +5,7 @@
 * PostgreSQL: SIGKILL of the postmaster (its pid is the first line of
   ``<pgdata>/postmaster.pid``); the backends notice their postmaster died and exit; the
   restart runs crash recovery from the WAL.
-* ``fleet ingest``: :meth:`ingest.child.IngestChild.kill` / ``start``.
+* ``fleet ingest``: :meth:`devtools.ingest_child.IngestChild.kill` / ``start``.
 """
 
 from __future__ import annotations

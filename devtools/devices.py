@@ -1,11 +1,11 @@
-"""The receipt-aware devices of the fault runs: :class:`ingest.loadgen.LoadGenerator`.
+"""The receipt-aware devices of the fault runs: :class:`devtools.loadgen.LoadGenerator`.
 
 One generator plays every van through the gateway service user (``svc-gateway``): one
 publisher connection, one ``fleet/+/ack`` subscription, every generated fix kept in a
 :class:`fleet.receipts.Unconfirmed` book until a storage receipt settles it, resent after
 a timeout and after every reconnect; a PUBACK (``0x10`` included) only frees in-flight
 room. Fix identity is deterministic (``seq`` per van, ``ts`` from the generator's
-:class:`~ingest.loadgen.FixSchedule`), so :func:`generated_fixes` lists every fix it
+:class:`~devtools.loadgen.FixSchedule`), so :func:`generated_fixes` lists every fix it
 generated for :func:`devtools.audit.audit_run`.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ingest.loadgen import LoadGenerator
+from devtools.loadgen import LoadGenerator
 
 __all__ = ["generated_fixes", "receipt_aware_devices"]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from broker.runner import MosquittoBroker
 from devtools.crash import kill_broker, kill_postmaster, restart_broker, restart_postgres
+from devtools.ingest_child import IngestChild
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
-from ingest.child import IngestChild
 
 __all__ = ["FaultRig"]
 

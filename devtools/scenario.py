@@ -1,6 +1,6 @@
 """One fault scenario for the tests: devices publish, faults run at offsets, queues drain.
 
-:meth:`Scenario.run` starts receipt-aware devices (:class:`ingest.loadgen.LoadGenerator`)
+:meth:`Scenario.run` starts receipt-aware devices (:class:`devtools.loadgen.LoadGenerator`)
 on a broker, runs each fault (a callable) on its own thread at its offset, stops
 generating after ``duration_s``, waits until every generated fix is settled by a
 receipt, and audits the database (:mod:`devtools.audit`).

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 from broker.runner import MosquittoBroker
+from devtools.ingest_child import IngestChild
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
-from ingest.child import IngestChild
 
 
 class PgServer:

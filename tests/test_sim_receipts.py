@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from broker.runner import MosquittoBroker
+from devtools.loadgen import LoadGenerator
 from fleet.routes import load_routes
-from ingest.loadgen import LoadGenerator
 from tests.conftest import IngestProcess
 from tests.mqtt_support import count, wait_for
 from tests.sim_support import Recorder

@@ -2,7 +2,7 @@
 
 Starts its own Mosquitto (project config) and embedded PostgreSQL unless given, runs
 ``fleet ingest`` as a separate process, drives it with paced load-generator processes
-(:class:`ingest.loadgen.LoadGenerator`, storage-receipt aware unless ``receipts`` is
+(:class:`devtools.loadgen.LoadGenerator`, storage-receipt aware unless ``receipts`` is
 off), and reads the figures from the worker's metrics and the database.  Optionally
 stops the worker, piles up a backlog, restarts it and measures how fast it drains.
 
@@ -27,10 +27,10 @@ from pathlib import Path
 import psycopg
 
 from broker.runner import MosquittoBroker
+from devtools.ingest_child import IngestChild, metric_value
+from devtools.loadgen import LoadResult, LoadSpec, run_load
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
-from ingest.child import IngestChild, metric_value
-from ingest.loadgen import LoadResult, LoadSpec, run_load
 
 __all__ = ["BenchOptions", "run_ingest_bench"]
 
