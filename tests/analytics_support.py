@@ -13,7 +13,9 @@ import psycopg
 from analytics.headways import headway_stats, headways_from_passages
 from fleet.contract import Fix
 from fleet.routes import Route
-from tracker_sim.model import FleetModel, SimConfig, TruthTable
+from tracker_sim.model import FleetModel
+from tracker_sim.parameters import SimConfig
+from tracker_sim.truth import TruthTable
 
 # 2026-11-02 10:00 WITA: the tail of the morning peak, so congestion varies in the run.
 DEFAULT_END_MS = int(datetime(2026, 11, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)

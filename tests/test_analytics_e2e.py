@@ -20,7 +20,7 @@ from broker.runner import MosquittoBroker
 from tests.analytics_support import match_passages, observable_truth
 from tests.conftest import IngestProcess
 from tests.sim_support import SimProcess
-from tracker_sim.model import TruthTable
+from tracker_sim.truth import TruthTable
 
 
 def _wait_stable_count(dsn: str, timeout: float = 60) -> int:

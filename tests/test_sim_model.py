@@ -12,16 +12,12 @@ import pytest
 from fleet.contract import TopicKind, Validation, decode_telemetry, encode_batch, encode_fix
 from fleet.geometry import haversine_m
 from fleet.routes import Route, load_routes
-from tracker_sim.model import (
-    LAYOVER,
-    MOVING,
-    TRUTH_CSV_HEADER,
-    FleetModel,
-    SimConfig,
-    Tick,
-    TruthTable,
-    peak_intensity,
-)
+from tracker_sim.model import FleetModel
+from tracker_sim.motion import LAYOVER, MOVING
+from tracker_sim.parameters import SimConfig
+from tracker_sim.trackers import Tick
+from tracker_sim.traffic import peak_intensity
+from tracker_sim.truth import TRUTH_CSV_HEADER, TruthTable
 
 WITA = dt.timezone(dt.timedelta(hours=8))
 MORNING = int(dt.datetime(2026, 11, 23, 7, 0, tzinfo=WITA).timestamp() * 1000)
@@ -106,15 +102,16 @@ def _close_pair_runs(
     each other, away from the terminals (a lay-over queue is not bunching)."""
     run: dict[tuple[int, int], int] = defaultdict(int)
     best: dict[tuple[int, int], int] = defaultdict(int)
+    motion = model.motion
     for t in range(seconds // every):
         model.step(every)
-        on_road = (model.state != LAYOVER) & (model.s > 300) & (model.s < model.veh_len - 300)
+        on_road = (motion.state != LAYOVER) & (motion.s > 300) & (motion.s < motion.veh_len - 300)
         near = set()
         for r in range(len(model.routes)):
             for d in (0, 1):
-                idx = np.flatnonzero((model.route_of == r) & (model.direction == d) & on_road)
-                idx = idx[np.argsort(model.s[idx])]
-                for k in np.flatnonzero(np.diff(model.s[idx]) < 100):
+                idx = np.flatnonzero((motion.route_of == r) & (motion.direction == d) & on_road)
+                idx = idx[np.argsort(motion.s[idx])]
+                for k in np.flatnonzero(np.diff(motion.s[idx]) < 100):
                     near.add((int(idx[k]), int(idx[k + 1])))
         for pair in near:
             run[pair] += every
@@ -130,11 +127,11 @@ def test_bunching_emerges_from_evenly_spaced_vans(routes: dict[str, Route]) -> N
     # at the start no two vans of a route and direction are within 150 m
     for r in range(len(m.routes)):
         for d in (0, 1):
-            s = np.sort(m.s[(m.route_of == r) & (m.direction == d)])
+            s = np.sort(m.motion.s[(m.motion.route_of == r) & (m.motion.direction == d)])
             assert np.all(np.diff(s) > 150)
     best = _close_pair_runs(m, 45 * 60)
     long_pairs = {p: v for p, v in best.items() if v >= 300}
-    routes_with_bunches = {m.route_of[a] for a, _ in long_pairs}
+    routes_with_bunches = {m.motion.route_of[a] for a, _ in long_pairs}
     assert len(long_pairs) >= 5, sorted(best.values())[-10:]
     assert len(routes_with_bunches) >= 3
 
@@ -144,13 +141,13 @@ def test_queueing_no_overtaking_of_moving_vans(routes: dict[str, Route]) -> None
     gap = m.cfg.min_gap_m
     blocked = 0
     for _ in range(900):
-        was_moving = m.state == MOVING
-        d_before = m.direction.copy()
-        p_before = np.where(d_before == 0, m.s, m.veh_len - m.s)
+        was_moving = m.motion.state == MOVING
+        d_before = m.motion.direction.copy()
+        p_before = np.where(d_before == 0, m.motion.s, m.motion.veh_len - m.motion.s)
         m.step(1.0)
-        p_after = np.where(d_before == 0, m.s, m.veh_len - m.s)
+        p_after = np.where(d_before == 0, m.motion.s, m.motion.veh_len - m.motion.s)
         # vans that drove the whole step and did not reach a terminal
-        kept = was_moving & (m.state != LAYOVER) & (m.direction == d_before)
+        kept = was_moving & (m.motion.state != LAYOVER) & (m.motion.direction == d_before)
         for d in (0, 1):
             idx = np.flatnonzero(was_moving & (d_before == d))
             order = idx[np.argsort(-p_before[idx])]  # front van first
@@ -181,10 +178,10 @@ def test_coverage_loss_produces_backlog_batches_and_nothing_is_lost(
         for msg in t.messages:
             by_vehicle[msg.vehicle_id].extend(f.seq or 0 for f in msg.fixes)
     for vid, seqs in by_vehicle.items():
-        pending = len(m.backlog[m.vehicle_ids.index(vid)])
+        pending = len(m.trackers.backlog[m.vehicle_ids.index(vid)])
         # every fix made is sent exactly once (or still waiting in the backlog)
         assert sorted(seqs) == list(range(1, len(seqs) + 1)), vid
-        assert len(seqs) + pending == int(m.seq[m.vehicle_ids.index(vid)])
+        assert len(seqs) + pending == int(m.trackers.seq[m.vehicle_ids.index(vid)])
 
 
 def test_devices_go_offline_and_send_nothing_meanwhile(routes: dict[str, Route]) -> None:
@@ -228,15 +225,15 @@ def test_gps_noise_and_bad_fixes(routes: dict[str, Route]) -> None:
         route = m.routes[0]
         out = []
         for _ in range(300):
-            t0, s0, d0 = m.t_ms, m.s.copy(), m.direction.copy()
+            t0, s0, d0 = m.t_ms, m.motion.s.copy(), m.motion.direction.copy()
             tick = m.step(1.0)
             ids = {v: i for i, v in enumerate(m.vehicle_ids)}
             for msg in tick.messages:
                 f = msg.fixes[0]
                 i = ids[msg.vehicle_id]
-                if m.direction[i] != d0[i]:
+                if m.motion.direction[i] != d0[i]:
                     continue  # turned around in this step
-                s_true = s0[i] + (m.s[i] - s0[i]) * (f.ts - t0) / (tick.t_ms - t0)
+                s_true = s0[i] + (m.motion.s[i] - s0[i]) * (f.ts - t0) / (tick.t_ms - t0)
                 lat, lon = route.position_at(s_true)
                 out.append(float(haversine_m(f.lat, f.lon, lat, lon)))
         return np.array(out)
@@ -252,10 +249,10 @@ def test_gps_noise_and_bad_fixes(routes: dict[str, Route]) -> None:
 def test_truth_matches_the_noise_free_motion(routes: dict[str, Route]) -> None:
     m = FleetModel({"E": routes["E"], "H": routes["H"]}, 8, seed=11, start_ms=MORNING)
     cp_dist = {c.id: c.dist_m for r in m.routes for c in r.checkpoints}
-    history = [(m.t_ms, m.s.copy(), m.direction.copy())]
+    history = [(m.t_ms, m.motion.s.copy(), m.motion.direction.copy())]
     for _ in range(1800):
         m.step(1.0)
-        history.append((m.t_ms, m.s.copy(), m.direction.copy()))
+        history.append((m.t_ms, m.motion.s.copy(), m.motion.direction.copy()))
     truth = m.truth
     assert len(truth) > 150
     times = np.array([h[0] for h in history])

@@ -18,8 +18,9 @@ from tests.mqtt_support import wait_for
 from tests.sim_support import Recorder, SimProcess
 from tracker_sim.device_credentials import provision_devices
 from tracker_sim.links import Credentials
-from tracker_sim.model import TRUTH_CSV_HEADER, SimConfig
+from tracker_sim.parameters import SimConfig
 from tracker_sim.runner import SimOptions, run_simulation
+from tracker_sim.truth import TRUTH_CSV_HEADER
 
 ROUTES = list(load_routes())
 

@@ -37,7 +37,9 @@ from fleet.contract import telemetry_topic as _telemetry_topic
 from fleet.routes import Route, load_routes
 from tracker_sim.gateway_link import GatewayLink, GatewayPool, ReceiptOptions
 from tracker_sim.links import Credentials, Link, LinkPool, Sender
-from tracker_sim.model import FleetModel, SimConfig, Tick
+from tracker_sim.model import FleetModel
+from tracker_sim.parameters import SimConfig
+from tracker_sim.trackers import Tick
 
 __all__ = ["SimOptions", "SimStats", "run_processes", "run_simulation", "split_vehicles"]
 
