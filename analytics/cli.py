@@ -1,31 +1,37 @@
-"""``fleet report ...`` and ``fleet gtfs export``."""
+"""``fleet report <name>`` (one command per report of the registry) and ``fleet gtfs export``."""
 
 from __future__ import annotations
 
+import inspect
 import sys
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import psycopg
 import typer
 
-from analytics.context import analytics_context
+from analytics.context import AnalyticsContext, analytics_context
 from analytics.gtfs_static import export_gtfs, fetch_observed
 from analytics.reports import (
+    PUBLISHED,
+    Report,
     ReportError,
     ReportParams,
-    parse_time,
+    read_params,
     render,
     report_chunks,
     run_report,
 )
+from analytics.reports.params import DEFAULT_WINDOW, FILTERS, FORMAT, Parameter
 from fleet.settings import CommonSettings, load
 from fleet.storage.connect import resolve_dsn
 
 __all__ = ["register"]
 
 DSN_HELP = "PostgreSQL DSN (default: FLEET_DSN, else the embedded server in FLEET_DATA_DIR)."
+CLI_FORMAT = "csv"  # planners open reports in a spreadsheet; the API answers JSON by default
 
 
 def _dsn(dsn: str | None) -> str:
@@ -38,65 +44,55 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _report(
-    kind: Literal["headways", "congestion", "area", "service"],
-    dsn: str | None,
-    route: str | None,
-    checkpoint: str | None,
-    direction: int | None,
-    start: str | None,
-    end: str | None,
-    fmt: str,
-    output: Path | None,
-    by_hour: bool = False,
+def _known_route(ctx: AnalyticsContext) -> Callable[[str, str], str]:
+    def check(name: str, value: str) -> str:
+        if value not in ctx.routes:
+            raise ReportError(f"unknown route {value!r}; routes: {', '.join(ctx.routes)}")
+        return value
+
+    return check
+
+
+def _read(conn: psycopg.Connection, report: Report, p: ReportParams) -> list[Any]:
+    s = analytics_context().settings
+    if p.end - p.start <= DEFAULT_WINDOW:
+        return run_report(conn, report, p, s.offpeak, s.freeflow_lookback_days)
+    chunks = report_chunks(report, p)
+    with typer.progressbar(
+        length=chunks, label=f"{report.name}: reading {chunks} days", file=sys.stderr
+    ) as bar:
+        return run_report(
+            conn, report, p, s.offpeak, s.freeflow_lookback_days, on_chunk=lambda: bar.update(1)
+        )
+
+
+def _run(
+    report: Report, values: dict[str, Any], fmt: str, output: Path | None, dsn: str | None
 ) -> None:
     ctx = analytics_context()
-    if fmt not in ("csv", "json"):
+    if fmt not in FORMAT.choices:
         _fail(f"--format must be csv or json (got {fmt!r})")
-    if route is not None and route not in ctx.routes:
-        _fail(f"unknown route {route!r}; routes: {', '.join(ctx.routes)}")
     try:
-        end_t = parse_time(end, datetime.now(UTC))
-        params = ReportParams(
-            start=parse_time(start, end_t - timedelta(days=1)),
-            end=end_t,
-            route=route,
-            checkpoint=ReportParams.checkpoint_seq(checkpoint),
-            direction=direction,
-            by_hour=by_hour,
+        params = read_params(
+            values,
             timezone=ctx.settings.timezone,
             targets=ctx.targets,
+            checks={"route": _known_route(ctx)},
         )
     except ReportError as exc:
         _fail(str(exc))
         return
     target = _dsn(dsn)
-    chunks = report_chunks(kind, params)
     try:
         with psycopg.connect(target) as conn:
-            if chunks > 1:
-                with typer.progressbar(
-                    length=chunks, label=f"{kind}: reading {chunks} days", file=sys.stderr
-                ) as bar:
-                    rows = run_report(
-                        conn,
-                        kind,
-                        params,
-                        ctx.settings.offpeak,
-                        ctx.settings.freeflow_lookback_days,
-                        on_chunk=lambda: bar.update(1),
-                    )
-            else:
-                rows = run_report(
-                    conn, kind, params, ctx.settings.offpeak, ctx.settings.freeflow_lookback_days
-                )
+            rows = _read(conn, report, params)
     except psycopg.OperationalError as exc:
         _fail(f"cannot reach the database: {str(exc).strip().splitlines()[0]}")
         return
     except psycopg.errors.UndefinedTable:
         _fail("the analytics tables are missing: run `fleet db migrate` first")
         return
-    text = render(rows, "csv" if fmt == "csv" else "json")
+    text = render(rows, "csv" if fmt == "csv" else "json", report.columns)
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))
     else:
@@ -104,62 +100,62 @@ def _report(
         typer.echo(f"wrote {len(rows)} rows to {output}", err=True)
 
 
+def _option(param: Parameter) -> inspect.Parameter:
+    """A filter of the registry as a typer option (``--<name>``, same help and bounds)."""
+    return inspect.Parameter(
+        param.key,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(
+            None, f"--{param.name}", help=param.help, min=param.minimum, max=param.maximum
+        ),
+        annotation=param.type | None,
+    )
+
+
+def _report_command(report: Report) -> Callable[..., None]:
+    """``fleet report <name>``: the registry's filters, the report's variant switch,
+    ``--format``, ``--output`` and ``--dsn``."""
+
+    def command(**values: Any) -> None:
+        fmt, output, dsn = values.pop(FORMAT.key), values.pop("output"), values.pop("dsn")
+        chosen = report.variant.report if report.variant and values.pop("variant") else report
+        _run(chosen, values, fmt, output, dsn)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    options = [_option(param) for param in FILTERS]
+    if report.variant is not None:
+        switch = typer.Option(False, report.variant.flag, help=report.variant.help)
+        options.append(inspect.Parameter("variant", keyword, default=switch, annotation=bool))
+    options += [
+        inspect.Parameter(
+            FORMAT.key,
+            keyword,
+            default=typer.Option(CLI_FORMAT, f"--{FORMAT.name}", help=FORMAT.help),
+            annotation=str,
+        ),
+        inspect.Parameter(
+            "output",
+            keyword,
+            default=typer.Option(
+                None, "--output", "-o", help="Write to this file instead of stdout."
+            ),
+            annotation=Path | None,
+        ),
+        inspect.Parameter(
+            "dsn",
+            keyword,
+            default=typer.Option(None, "--dsn", help=DSN_HELP),
+            annotation=str | None,
+        ),
+    ]
+    command.__signature__ = inspect.Signature(options, return_annotation=None)  # type: ignore[attr-defined]
+    return command
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    report = groups["report"]
-
-    route_opt = typer.Option(None, "--route", help="Route code, e.g. B.")
-    cp_opt = typer.Option(None, "--checkpoint", help="Checkpoint seq or id (12 or B-012).")
-    dir_opt = typer.Option(None, "--direction", min=0, max=1, help="0 outbound, 1 return.")
-    from_opt = typer.Option(None, "--from", help="ISO 8601 start (default: 24 h before --to).")
-    to_opt = typer.Option(None, "--to", help="ISO 8601 end (default: now).")
-    fmt_opt = typer.Option("csv", "--format", help="csv or json.")
-    out_opt = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")
+    for report in PUBLISHED:
+        groups["report"].command(report.name, help=report.summary)(_report_command(report))
     dsn_opt = typer.Option(None, "--dsn", help=DSN_HELP)
-
-    @report.command("headways")
-    def report_headways(
-        route: str | None = route_opt,
-        checkpoint: str | None = cp_opt,
-        direction: int | None = dir_opt,
-        start: str | None = from_opt,
-        end: str | None = to_opt,
-        by_hour: bool = typer.Option(False, "--by-hour", help="One row per local hour."),
-        fmt: str = fmt_opt,
-        output: Path | None = out_opt,
-        dsn: str | None = dsn_opt,
-    ) -> None:
-        """Headways per route, direction and checkpoint: mean, Cv_h, AWT, EWT, shares, LOS."""
-        _report("headways", dsn, route, checkpoint, direction, start, end, fmt, output, by_hour)
-
-    @report.command("congestion")
-    def report_congestion(
-        route: str | None = route_opt,
-        checkpoint: str | None = cp_opt,
-        direction: int | None = dir_opt,
-        start: str | None = from_opt,
-        end: str | None = to_opt,
-        area: bool = typer.Option(False, "--area", help="Per H3 cell instead of per segment."),
-        fmt: str = fmt_opt,
-        output: Path | None = out_opt,
-        dsn: str | None = dsn_opt,
-    ) -> None:
-        """Segment travel times and speeds per 5 minutes with free flow and congestion level."""
-        kind: Literal["area", "congestion"] = "area" if area else "congestion"
-        _report(kind, dsn, route, checkpoint, direction, start, end, fmt, output)
-
-    @report.command("service")
-    def report_service(
-        route: str | None = route_opt,
-        checkpoint: str | None = cp_opt,
-        direction: int | None = dir_opt,
-        start: str | None = from_opt,
-        end: str | None = to_opt,
-        fmt: str = fmt_opt,
-        output: Path | None = out_opt,
-        dsn: str | None = dsn_opt,
-    ) -> None:
-        """Vans in service, vehicle-km and passages per route per hour."""
-        _report("service", dsn, route, checkpoint, direction, start, end, fmt, output)
 
     gtfs = typer.Typer(help="GTFS feeds for passenger apps.", no_args_is_help=True)
     app.add_typer(gtfs, name="gtfs")

@@ -2,8 +2,8 @@
 
 * Segment rollup per route, direction and checkpoint-to-checkpoint segment per 5-minute
   bucket: sample count, distinct vans, median and 85th-percentile travel time and speed
-  (``segment_speeds``: a continuous aggregate on TimescaleDB, a table refreshed here
-  with ``date_bin`` on plain PostgreSQL).
+  (``segment_speeds``: a continuous aggregate on TimescaleDB, a table on plain
+  PostgreSQL; :func:`refresh_segment_speeds` refreshes either).
 * Area speeds per H3 cell (resolution 9, ≈ 0.1 km²) per 5-minute bucket from the fixes:
   reported speed, else the speed between a van's consecutive fixes.
 * Free-flow speed of a segment = 85th percentile of its traversal speeds in off-peak
@@ -14,35 +14,48 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import h3
 import numpy as np
 import numpy.typing as npt
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from analytics.fix_arrays import copy_binary_rows
 from fleet.geometry import haversine_m
 
 __all__ = [
     "BUCKET",
+    "FREEFLOW_SQL",
+    "FreeFlow",
+    "RollupError",
     "bucket_start",
     "congestion_level",
-    "freeflow_speeds",
+    "freeflow_by_segment",
+    "freeflow_params",
     "grouped_quantile",
     "gtfs_congestion_level",
     "refresh_area_speeds",
     "refresh_segment_speeds",
+    "segment_speeds_is_aggregate",
 ]
 
 log = logging.getLogger(__name__)
 
 BUCKET: Final = timedelta(minutes=5)
+_SEGMENT_ROLLUP_LOCK: Final = 0x5E6_5EED  # pg_advisory_xact_lock: one rebuild at a time
 _ORIGIN: Final = datetime(2000, 1, 1, tzinfo=UTC)
 FloatArray = npt.NDArray[np.float64]
+#: Free-flow speed (m/s) per (route, direction, from_seq) segment.
+FreeFlow = dict[tuple[str, int, int], float]
+
+
+class RollupError(RuntimeError):
+    """A rollup refresh asked for where it cannot run (e.g. inside a transaction)."""
 
 
 def bucket_start(ts: datetime) -> datetime:
@@ -90,24 +103,80 @@ def grouped_quantile(
     return np.asarray(values[starts + lo] * (1 - frac) + values[starts + hi] * frac)
 
 
-def refresh_segment_speeds(
-    conn: psycopg.Connection, ranges: Iterable[tuple[str, datetime, datetime]], timescale: bool
-) -> None:
-    """Rebuild the 5-minute segment rollup for (route, lo, hi) ranges (plain PostgreSQL).
+def segment_speeds_is_aggregate(conn: psycopg.Connection) -> bool:
+    """Whether ``segment_speeds`` is TimescaleDB's continuous aggregate (a view), not the
+    table plain PostgreSQL gets (migration 2 creates one or the other)."""
+    row = conn.execute(
+        "SELECT relkind FROM pg_class WHERE oid = to_regclass('segment_speeds')"
+    ).fetchone()
+    return row is not None and row[0] == "v"
 
-    On TimescaleDB the continuous aggregate's policy and real-time aggregation keep
-    ``segment_speeds`` current, so nothing is done here.
+
+def refresh_segment_speeds(
+    conn: psycopg.Connection, ranges: Iterable[tuple[str, datetime, datetime]]
+) -> None:
+    """Bring the 5-minute segment rollup up to date for (route, lo, hi) ranges of
+    changed ``segment_traversals`` — the one refresh the loop, the tests and any other
+    writer of traversals use.
+
+    * Plain PostgreSQL: the buckets of each route's range are rebuilt from the
+      traversals (``date_bin``) inside the caller's transaction, so the rollup commits
+      together with the traversals; the caller commits.
+    * TimescaleDB: ``CALL refresh_continuous_aggregate`` over the buckets that cover
+      the ranges (late data included, however old; the policy alone re-reads 3 days).
+      The call cannot run inside a transaction block: the caller commits first, and it
+      runs in autocommit.
     """
-    if timescale:
-        return
     merged: dict[str, tuple[datetime, datetime]] = {}
     for route, lo, hi in ranges:
-        if route in merged:
-            a, b = merged[route]
-            merged[route] = (min(a, lo), max(b, hi))
+        a, b = merged.get(route, (lo, hi))
+        merged[route] = (min(a, lo), max(b, hi))
+    if not merged:
+        return
+    in_transaction = conn.info.transaction_status != TransactionStatus.IDLE
+    if not segment_speeds_is_aggregate(conn):
+        _rebuild_segment_speeds(conn, merged)
+        return
+    if in_transaction:
+        raise RollupError(
+            "refresh_continuous_aggregate cannot run inside a transaction block: "
+            "commit, then refresh segment_speeds"
+        )
+    if not conn.autocommit:
+        conn.commit()  # ends the transaction the look-up above opened, nothing else
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        for lo, hi in _covering_windows(merged.values()):
+            conn.execute(
+                sql.SQL("CALL refresh_continuous_aggregate('segment_speeds', {}, {})").format(
+                    sql.Literal(lo), sql.Literal(hi)
+                )
+            )
+    finally:
+        conn.autocommit = autocommit
+
+
+def _covering_windows(
+    ranges: Iterable[tuple[datetime, datetime]],
+) -> list[tuple[datetime, datetime]]:
+    """Whole 5-minute buckets covering the ranges, overlapping ones merged (a continuous
+    aggregate refreshes only the buckets that lie entirely inside the window)."""
+    out: list[tuple[datetime, datetime]] = []
+    for lo, hi in sorted((bucket_start(lo), bucket_start(hi) + BUCKET) for lo, hi in ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
         else:
-            merged[route] = (lo, hi)
-    for route, (lo, hi) in merged.items():
+            out.append((lo, hi))
+    return out
+
+
+def _rebuild_segment_speeds(
+    conn: psycopg.Connection, ranges: dict[str, tuple[datetime, datetime]]
+) -> None:
+    # Two writers rebuilding the same bucket would both insert its row: one at a time.
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SEGMENT_ROLLUP_LOCK,))
+    for route, (lo, hi) in ranges.items():
         b_lo, b_hi = bucket_start(lo), bucket_start(hi) + BUCKET
         conn.execute(
             "DELETE FROM segment_speeds WHERE route = %s AND bucket >= %s AND bucket < %s",
@@ -216,32 +285,34 @@ def refresh_area_speeds(
     return int(uniq.size)
 
 
-def freeflow_speeds(
-    conn: psycopg.Connection,
-    routes: list[str] | None,
+FREEFLOW_SQL: Final = """
+SELECT route, direction, from_seq, percentile_cont(0.85) WITHIN GROUP (ORDER BY speed_mps)
+FROM segment_traversals
+WHERE ts >= %(ff_lo)s AND ts < %(ff_hi)s
+  AND (%(route)s::text IS NULL OR route = %(route)s)
+  AND extract(hour FROM ts AT TIME ZONE %(tz)s)::int = ANY(%(hours)s::int[])
+GROUP BY route, direction, from_seq
+"""
+
+
+def freeflow_params(
     until: datetime,
-    lookback_days: int,
+    route: str | None,
     offpeak_hours: Iterable[int],
+    lookback_days: int,
     timezone: str,
-) -> dict[tuple[str, int, int], float]:
-    """(route, direction, from_seq) → free-flow speed (m/s): p85 of off-peak speeds."""
-    rows = conn.execute(
-        """
-        SELECT route, direction, from_seq,
-               percentile_cont(0.85) WITHIN GROUP (ORDER BY speed_mps)
-        FROM segment_traversals
-        WHERE ts >= %s AND ts < %s
-          AND (%s::text[] IS NULL OR route = ANY(%s::text[]))
-          AND extract(hour FROM ts AT TIME ZONE %s)::int = ANY(%s::int[])
-        GROUP BY route, direction, from_seq
-        """,
-        (
-            until - timedelta(days=lookback_days),
-            until,
-            routes,
-            routes,
-            timezone,
-            sorted(offpeak_hours),
-        ),
-    ).fetchall()
+) -> dict[str, object]:
+    """Parameters of FREEFLOW_SQL: off-peak traversals of the ``lookback_days`` before
+    ``until`` (all routes when ``route`` is None)."""
+    return {
+        "ff_lo": until - timedelta(days=lookback_days),
+        "ff_hi": until,
+        "route": route,
+        "tz": timezone,
+        "hours": sorted(offpeak_hours),
+    }
+
+
+def freeflow_by_segment(rows: Iterable[Sequence[Any]]) -> FreeFlow:
+    """FREEFLOW_SQL's rows as (route, direction, from_seq) → free-flow speed (m/s)."""
     return {(str(r), int(d), int(s)): float(v) for r, d, s, v in rows if v}

@@ -5,15 +5,21 @@ Every ``interval_s`` one cycle, in one transaction:
 1. take the ``received_at`` watermark (table ``analytics_state``) and find the vans with
    rows that arrived since ``watermark − overlap_s`` (the overlap catches rows of
    ingest transactions that were still open at the previous cycle; reprocessing is
-   idempotent);
+   idempotent). The scan is bounded by ``ts`` too: ingest refuses fixes outside
+   [now − ``FLEET_MAX_AGE_S``, now + ``FLEET_MAX_FUTURE_S``] (:class:`fleet.contract.Validation`),
+   so rows that arrived in the window lie in that horizon around it (plus
+   :data:`HORIZON_SLACK`), and a hypertable partitioned by ``ts`` excludes older chunks;
 2. for each such van, recompute passages over [first new fix − max_gap_s, last new fix
    + max_gap_s] (:mod:`analytics.recompute`): late store-and-forward batches
    are picked up by arrival time, whatever their fix times;
-3. refresh the 5-minute segment rollups (plain PostgreSQL) and, at most every
-   ``area_refresh_s``, the H3 area speeds of the buckets the new fixes fell in (whole
-   buckets are re-read, so this is the costly part of a live cycle);
+3. refresh the 5-minute segment rollups and, at most every ``area_refresh_s``, the H3
+   area speeds of the buckets the new fixes fell in (whole buckets are re-read, so
+   this is the costly part of a live cycle);
 4. evaluate alerts;
-5. advance the watermark and commit.
+5. advance the watermark and commit. On TimescaleDB the segment rollup, a continuous
+   aggregate, is refreshed right after the commit
+   (``refresh_continuous_aggregate`` cannot run inside a transaction); should that
+   fail, its policy catches up within minutes.
 
 A transaction-scoped advisory lock makes one loop at a time do the work when several
 ingest workers run it (scale-out): the others skip the cycle.
@@ -32,13 +38,18 @@ from typing import Final
 import psycopg
 
 from analytics.alerts import evaluate_alerts, reconcile_alerts
-from analytics.congestion import refresh_area_speeds, refresh_segment_speeds
+from analytics.congestion import (
+    refresh_area_speeds,
+    refresh_segment_speeds,
+    segment_speeds_is_aggregate,
+)
 from analytics.fix_arrays import Window
 from analytics.passages import RouteLike, RouteLine
 from analytics.recompute import recompute_windows
 from analytics.settings import AnalyticsSettings
+from fleet.contract import Validation
 from fleet.routes import load_routes
-from fleet.settings import load
+from fleet.settings import IngestSettings, load
 
 __all__ = ["AnalyticsLoop", "CycleStats"]
 
@@ -46,6 +57,10 @@ log = logging.getLogger(__name__)
 
 _LOCK_KEY: Final = 0x6E1EE8  # pg_try_advisory_xact_lock: one analytics cycle at a time
 STATE_NAME: Final = "analytics"
+#: Beyond the validation horizon: a fix is checked when ingest decodes it and stamped
+#: ``received_at`` when its batch commits, which a database outage can delay (ingest
+#: retries the batch), plus clock skew between the ingest hosts and the database.
+HORIZON_SLACK: Final = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,9 @@ class CycleStats:
 class AnalyticsLoop:
     """Passages, rollups and alerts from the positions table, in a background thread.
 
-    ``routes`` is ``fleet.routes.load_routes()``'s result (route code → Route).
+    ``routes`` is ``fleet.routes.load_routes()``'s result (route code → Route);
+    ``horizon`` the validation ingest applies (default: ingest's defaults), which bounds
+    the fix times of newly arrived rows.
     ``run_once()`` does one cycle synchronously (tests, benchmarks); ``start()`` /
     ``stop()`` run it every ``settings.interval_s`` in a daemon thread.
     """
@@ -73,9 +90,11 @@ class AnalyticsLoop:
         dsn: str,
         routes: Mapping[str, RouteLike],
         settings: AnalyticsSettings | None = None,
+        horizon: Validation | None = None,
     ) -> None:
         self.dsn = dsn
         self.settings = settings or AnalyticsSettings()
+        self.horizon = horizon or Validation()
         params = self.settings.detection
         self.lines = {code: RouteLine(r, params) for code, r in routes.items()}
         self.targets: dict[str, float | None] = {
@@ -92,10 +111,16 @@ class AnalyticsLoop:
 
     @classmethod
     def from_env(cls, dsn: str) -> AnalyticsLoop:
-        """Settings from ``FLEET_ANALYTICS_*`` (SettingsError if invalid) and their routes."""
+        """Settings from ``FLEET_ANALYTICS_*`` (SettingsError if invalid), their routes,
+        and the horizon ingest validates fixes with (``FLEET_MAX_AGE_S``,
+        ``FLEET_MAX_FUTURE_S``: the same variables as the worker in this process)."""
         settings = load(AnalyticsSettings)
         routes = load_routes(settings.routes_path, settings.checkpoint_spacing_m)
-        return cls(dsn, routes, settings)
+        ingest = load(IngestSettings)
+        horizon = Validation(
+            max_future_ms=ingest.max_future_s * 1000, max_age_ms=ingest.max_age_s * 1000
+        )
+        return cls(dsn, routes, settings, horizon)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -172,7 +197,10 @@ class AnalyticsLoop:
             else:
                 since = row[0] - timedelta(seconds=s.overlap_s)
             upto = end
-            vans, fixes, passages, buckets = self._recompute(conn, since, upto)
+            aggregate = segment_speeds_is_aggregate(conn)
+            vans, fixes, passages, buckets, changed = self._recompute(conn, since, upto)
+            if not aggregate:
+                refresh_segment_speeds(conn, changed)  # commits with the traversals
             self._area_dirty.update(buckets)
             if self._area_dirty and (
                 time.monotonic() - self._area_refreshed >= s.area_refresh_s or self._stop.is_set()
@@ -191,6 +219,8 @@ class AnalyticsLoop:
                 """,
                 (STATE_NAME, watermark),
             )
+        if aggregate:
+            refresh_segment_speeds(conn, changed)  # not inside a transaction block
         stats = CycleStats(
             vans, fixes, passages, opened, resolved, watermark, time.monotonic() - started
         )
@@ -202,7 +232,10 @@ class AnalyticsLoop:
 
     def _recompute(
         self, conn: psycopg.Connection, since: datetime, upto: datetime
-    ) -> tuple[int, int, int, list[datetime]]:
+    ) -> tuple[int, int, int, list[datetime], list[tuple[str, datetime, datetime]]]:
+        """Passages and traversals of the vans with rows that arrived in (since, upto];
+        returns (vans, fixes, passages, 5-minute buckets of the new fixes, the
+        (route, lo, hi) ranges whose segment rollup changed)."""
         s = self.settings
         margin = timedelta(seconds=s.max_gap_s)
         rows = conn.execute(
@@ -211,31 +244,25 @@ class AnalyticsLoop:
                    array_agg(DISTINCT date_bin(interval '5 minutes', ts,
                                                timestamptz '2000-01-01 00:00:00+00'))
             FROM positions
-            WHERE received_at > %s AND received_at <= %s
+            WHERE received_at > %(since)s AND received_at <= %(upto)s
+              AND ts >= %(ts_lo)s AND ts <= %(ts_hi)s
             GROUP BY vehicle_id
             """,
-            (since, upto),
+            {"since": since, "upto": upto, **self._ts_bounds(since, upto)},
         ).fetchall()
         if not rows:
-            return 0, 0, 0, []
+            return 0, 0, 0, [], []
         windows = [Window(vid, lo - margin, hi + margin) for vid, lo, hi, _ in rows]
         buckets = sorted({b for *_, bs in rows for b in bs})
         result = recompute_windows(conn, self.lines, windows, s.max_traversal_s)
-        spans = result.spans or []
-        refresh_segment_speeds(
-            conn,
-            [
-                (
-                    sp.route,
-                    sp.lo - timedelta(seconds=s.max_traversal_s),
-                    sp.hi + timedelta(seconds=s.max_traversal_s),
-                )
-                for sp in spans
-            ],
-            timescale=self._timescale(conn),
-        )
-        return len(windows), result.fixes, result.passages, buckets
+        reach = timedelta(seconds=s.max_traversal_s)
+        changed = [(sp.route, sp.lo - reach, sp.hi + reach) for sp in result.spans or []]
+        return len(windows), result.fixes, result.passages, buckets, changed
 
-    def _timescale(self, conn: psycopg.Connection) -> bool:
-        row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
-        return row is not None
+    def _ts_bounds(self, since: datetime, upto: datetime) -> dict[str, datetime]:
+        """Fix times that rows received in (since, upto] can have (ingest's horizon)."""
+        h = self.horizon
+        return {
+            "ts_lo": since - timedelta(milliseconds=h.max_age_ms) - HORIZON_SLACK,
+            "ts_hi": upto + timedelta(milliseconds=h.max_future_ms) + HORIZON_SLACK,
+        }

@@ -20,14 +20,11 @@ if TYPE_CHECKING:
 
 
 def _analytics_loop(dsn: str) -> AnalyticsLoop:
-    """The passages/congestion/alerts loop (issue 5), sharing this process."""
+    """The passages/congestion/alerts loop, sharing this process (and its settings: the
+    loop bounds its scan by the horizon this worker validates fixes with)."""
     from analytics.loop import AnalyticsLoop  # noqa: PLC0415
-    from analytics.settings import AnalyticsSettings  # noqa: PLC0415
-    from fleet.routes import load_routes  # noqa: PLC0415
 
-    a = load(AnalyticsSettings)
-    routes = load_routes(a.routes_path, checkpoint_spacing_m=a.checkpoint_spacing_m)
-    return AnalyticsLoop(dsn, routes, a)
+    return AnalyticsLoop.from_env(dsn)
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:

@@ -10,8 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from analytics.congestion import refresh_segment_speeds
 from analytics.headways import headway_stats, headways_from_passages
-from fleet.contract import Fix
+from fleet.contract import Fix, Validation
 from fleet.routes import Route
 from tracker_sim.model import FleetModel
 from tracker_sim.parameters import SimConfig
@@ -19,6 +20,14 @@ from tracker_sim.truth import TruthTable
 
 # 2026-11-02 10:00 WITA: the tail of the morning peak, so congestion varies in the run.
 DEFAULT_END_MS = int(datetime(2026, 11, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
+
+_TEN_YEARS_MS = 10 * 365 * 86_400_000
+#: For an analytics loop fed fixes of that fixed day, stored now: ingest's default horizon
+#: (7 days) would have refused them, so the loop gets the horizon such an ingest had.
+PAST_DAY_HORIZON = Validation(max_future_ms=_TEN_YEARS_MS, max_age_ms=_TEN_YEARS_MS)
+
+#: (vehicle_id, ts, route, direction, from_seq, to_seq, travel_s, length_m, speed_mps)
+Traversal = tuple[str, datetime, str, int, int, int, float, float, float]
 
 
 @dataclass
@@ -64,6 +73,24 @@ def simulate(
                 chunk.extend((m.vehicle_id, f) for f in m.fixes)
         chunks.append(chunk)
     return SimRun(chunks, model.truth, start, end)
+
+
+def insert_traversals(conn: psycopg.Connection, rows: list[Traversal]) -> None:
+    """Store segment traversals and bring their 5-minute rollup up to date with the
+    analytics loop's own refresh (a table on plain PostgreSQL, a continuous aggregate on
+    TimescaleDB): ``segment_speeds`` is never written directly. Commits."""
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY segment_traversals (vehicle_id, ts, route, direction, from_seq, to_seq,"
+            " travel_s, length_m, speed_mps) FROM STDIN"
+        ) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+    conn.commit()  # the refresh of a continuous aggregate runs outside any transaction
+    refresh_segment_speeds(conn, [(route, ts, ts) for _, ts, route, *_ in rows])
+    conn.commit()
 
 
 def insert_fixes(conn: psycopg.Connection, fixes: list[tuple[str, Fix]]) -> None:

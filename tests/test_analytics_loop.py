@@ -17,7 +17,7 @@ from fleet.contract import Fix
 from fleet.routes import load_routes
 from fleet.settings import SettingsError
 from fleet.storage.schema import MIGRATIONS, TimescalePolicy
-from tests.analytics_support import insert_fixes, simulate
+from tests.analytics_support import PAST_DAY_HORIZON, insert_fixes, simulate
 
 ROUTES = load_routes()
 
@@ -42,7 +42,7 @@ def test_recompute_is_idempotent_and_late_batches_converge(db_dsn: str, sim_run)
     lo, hi = ts[len(ts) // 3], ts[len(ts) // 3] + 8 * 60_000
     held = [(v, f) for v, f in fixes if v == van and lo <= f.ts < hi]
     first = [(v, f) for v, f in fixes if not (v == van and lo <= f.ts < hi)]
-    loop = AnalyticsLoop(db_dsn, routes, AnalyticsSettings(overlap_s=2))
+    loop = AnalyticsLoop(db_dsn, routes, AnalyticsSettings(overlap_s=2), PAST_DAY_HORIZON)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         insert_fixes(conn, first)
         loop.run_once()
@@ -76,7 +76,9 @@ def test_recompute_is_idempotent_and_late_batches_converge(db_dsn: str, sim_run)
 
 def test_rollups_segment_and_area_speeds(db_dsn: str, sim_run) -> None:  # type: ignore[no-untyped-def]
     routes = {c: ROUTES[c] for c in ("A", "C")}
-    loop = AnalyticsLoop(db_dsn, routes, AnalyticsSettings(overlap_s=2, area_refresh_s=600))
+    loop = AnalyticsLoop(
+        db_dsn, routes, AnalyticsSettings(overlap_s=2, area_refresh_s=600), PAST_DAY_HORIZON
+    )
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         for chunk in sim_run.chunks:
             insert_fixes(conn, chunk)
@@ -231,3 +233,21 @@ def test_timescale_rollup_has_the_plain_tables_columns(db_dsn: str) -> None:
         }
     assert names == plain
     assert "add_continuous_aggregate_policy('segment_speeds'" in sql
+
+
+def test_scan_of_new_rows_is_bounded_by_the_ingest_horizon(
+    db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows that arrive now carry fix times within ingest's horizon: the loop reads only
+    those (so a hypertable partitioned by ts excludes older chunks)."""
+    monkeypatch.setenv("FLEET_MAX_AGE_S", "86400")
+    loop = AnalyticsLoop.from_env(db_dsn)
+    assert loop.horizon.max_age_ms == 86_400_000
+    now = datetime.now(UTC)
+    lat, lon = ROUTES["B"].position_at(1000.0)
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        _put_van(conn, "pp-recent", "B", [(now - timedelta(minutes=1), lat, lon)])
+        # ingest with FLEET_MAX_AGE_S=86400 refuses this; beyond the horizon and its slack
+        _put_van(conn, "pp-ancient", "B", [(now - timedelta(days=3), lat, lon)])
+    stats = loop.run_once()
+    assert stats.vans == 1 and stats.fixes == 1

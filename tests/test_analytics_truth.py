@@ -15,6 +15,7 @@ from analytics.loop import AnalyticsLoop
 from analytics.settings import AnalyticsSettings
 from fleet.routes import load_routes
 from tests.analytics_support import (
+    PAST_DAY_HORIZON,
     insert_fixes,
     match_passages,
     observable,
@@ -46,7 +47,7 @@ def test_passages_and_cv_match_truth(
     run = simulate(
         routes, vans=vans, minutes=minutes, noise_m=noise_m, report_interval_s=interval_s
     )
-    loop = AnalyticsLoop(db_dsn, routes, AnalyticsSettings(overlap_s=5))
+    loop = AnalyticsLoop(db_dsn, routes, AnalyticsSettings(overlap_s=5), PAST_DAY_HORIZON)
     late_fixes = 0
     with psycopg.connect(db_dsn) as conn:
         for minute, chunk in enumerate(run.chunks):

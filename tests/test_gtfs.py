@@ -25,7 +25,7 @@ from analytics.settings import AnalyticsSettings
 from broker.runner import MosquittoBroker
 from fleet.contract import Fix
 from fleet.routes import load_routes
-from tests.analytics_support import insert_fixes, simulate
+from tests.analytics_support import insert_fixes, insert_traversals, simulate
 from tests.api_support import make_token, running_api
 
 ROUTES = load_routes()
@@ -164,23 +164,26 @@ def test_realtime_feed_matches_latest_positions(db_dsn: str, broker: MosquittoBr
         # Free flow: fast off-peak traversals of segment 3→4 two days ago (10:00 WITA).
         length = route.checkpoints[4].dist_m - route.checkpoints[3].dist_m
         ff_day = (now - timedelta(days=2)).replace(hour=2, minute=0)
-        for k in range(5):
-            conn.execute(
-                "INSERT INTO segment_traversals VALUES (%s, %s, 'B', 0, 3, 4, %s, %s, %s)",
-                (f"old-{k}", ff_day + timedelta(minutes=k), length / 10.0, length, 10.0),
-            )
-        # Now: the segment takes three times as long (congestion level 2 → SEVERE).
-        conn.execute(
-            """INSERT INTO segment_speeds VALUES (%s, 'B', 0, 3, 4, 2, 2, %s, %s, %s, %s, %s)""",
+        free = [
+            (f"old-{k}", ff_day + timedelta(minutes=k), "B", 0, 3, 4, length / 10.0, length, 10.0)
+            for k in range(5)
+        ]
+        # Now: two vans take three times as long on it (congestion level 2 → SEVERE).
+        slow = [
             (
+                f"now-{k}",
                 now - timedelta(minutes=2),
+                "B",
+                0,
+                3,
+                4,
                 length / 10.0 * 3,
-                length / 10.0 * 3,
-                10 / 3,
-                10 / 3,
                 length,
-            ),
-        )
+                10 / 3,
+            )
+            for k in range(2)
+        ]
+        insert_traversals(conn, free + slow)  # and their rollup, as the analytics loop does
         # A van on that segment in direction 0, one elsewhere without passages.
         d = (route.checkpoints[3].dist_m + route.checkpoints[4].dist_m) / 2
         la, lo = route.position_at(d)

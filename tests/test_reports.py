@@ -17,6 +17,7 @@ import pytest
 from analytics.reports import ReportError, ReportParams, render, run_report
 from broker.runner import MosquittoBroker
 from fleet.routes import load_routes
+from tests.analytics_support import Traversal, insert_traversals
 from tests.api_support import make_token, running_api
 
 ROUTE = load_routes()["B"]
@@ -41,20 +42,14 @@ def _seed(conn: psycopg.Connection) -> None:
         for r in rows:
             copy.write_row(r)
     length = ROUTE.checkpoints[4].dist_m - ROUTE.checkpoints[3].dist_m
+    traversals: list[Traversal] = []
     for vid, t_in, t_out in (("van-0", 0, 100), ("van-1", 600, 160 + 0)):
         if t_out <= t_in:
             continue
         tt = t_out - t_in
-        conn.execute(
-            "INSERT INTO segment_traversals VALUES (%s, %s, 'B', 0, 3, 4, %s, %s, %s)",
-            (vid, T0 + timedelta(seconds=t_out), tt, length, length / tt),
-        )
-    conn.execute(
-        """INSERT INTO segment_speeds SELECT date_bin('5 minutes', ts, '2000-01-01'), route,
-           direction, from_seq, to_seq, 1, 1, travel_s, travel_s, speed_mps, speed_mps, length_m
-           FROM segment_traversals"""
-    )
-    conn.commit()
+        at = T0 + timedelta(seconds=t_out)
+        traversals.append((vid, at, "B", 0, 3, 4, tt, length, length / tt))
+    insert_traversals(conn, traversals)  # and their rollup, as the analytics loop does
 
 
 def _params(**kw: object) -> ReportParams:
@@ -95,7 +90,7 @@ def test_headway_report_filters_and_hours(db_dsn: str) -> None:
         assert {r["checkpoint_id"] for r in only4} == {"B-004", "ALL"}
         none = run_report(conn, "headways", _params(direction=1))
         assert none == []
-        hourly = run_report(conn, "headways", _params(by_hour=True))
+        hourly = run_report(conn, "headways_by_hour", _params())
         assert {r["hour"] for r in hourly} == {8}  # 00:00-00:20 UTC is 08:xx in Makassar
         late = run_report(conn, "headways", _params(start=T0 + timedelta(seconds=601)))
         assert {r["checkpoint_id"]: r["count"] for r in late}["B-003"] == 1

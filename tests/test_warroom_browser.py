@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -31,6 +32,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from broker.runner import BrokerLayout
+from tests.analytics_support import insert_traversals
 from tests.demo_support import DemoProcess, demo_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,27 +109,10 @@ def _insert_alert(dsn: str, route: str, pair: list[str]) -> None:
 
 
 def _insert_segment_speed(dsn: str, route: str) -> None:
-    """One traversal of checkpoint 0 → 1 now, and its 5-minute rollup row (plain PostgreSQL)."""
+    """One traversal of checkpoint 0 → 1 now, and its rollup as the analytics loop makes it."""
     with psycopg.connect(dsn) as conn:
-        conn.execute(
-            """INSERT INTO segment_traversals (vehicle_id, ts, route, direction, from_seq,
-                                               to_seq, travel_s, length_m, speed_mps)
-               VALUES ('pp-test-congestion', now(), %s, 0, 0, 1, 240, 400, 1.67)""",
-            (route,),
-        )
-        kind = conn.execute(
-            "SELECT relkind FROM pg_class WHERE relname = 'segment_speeds'"
-        ).fetchone()
-        if kind is not None and kind[0] == "r":  # a table, not a continuous aggregate
-            conn.execute(
-                """INSERT INTO segment_speeds (bucket, route, direction, from_seq, to_seq,
-                       samples, vans, median_travel_s, p85_travel_s, median_speed_mps,
-                       p85_speed_mps, length_m)
-                   VALUES (date_bin('5 minutes', now(), '2000-01-01'), %s, 0, 0, 1, 1, 1,
-                           240, 240, 1.67, 1.67, 400)
-                   ON CONFLICT DO NOTHING""",
-                (route,),
-            )
+        now = datetime.now(UTC)
+        insert_traversals(conn, [("pp-test-congestion", now, route, 0, 0, 1, 240, 400, 1.67)])
 
 
 @pytest.mark.browser

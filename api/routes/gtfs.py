@@ -9,7 +9,8 @@ from typing import Final
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from analytics import gtfs_realtime, reports
+from analytics import gtfs_realtime
+from analytics.congestion import FREEFLOW_SQL, FreeFlow, freeflow_by_segment, freeflow_params
 from analytics.context import analytics_context
 from api.deps import Pool
 
@@ -19,24 +20,21 @@ router = APIRouter(tags=["gtfs"])
 
 PROTOBUF: Final = "application/x-protobuf"
 FREEFLOW_TTL_S: Final = 600.0
-_freeflow_cache: dict[int, tuple[float, dict[tuple[str, int, int], float]]] = {}
+_freeflow_cache: dict[int, tuple[float, FreeFlow]] = {}
 
 
-async def freeflow_speeds(pool: Pool) -> dict[tuple[str, int, int], float]:
+async def freeflow_speeds(pool: Pool) -> FreeFlow:
     """Free-flow speeds per segment, recomputed at most every 10 minutes (per pool)."""
     cached = _freeflow_cache.get(id(pool))
     if cached is not None and time.monotonic() - cached[0] < FREEFLOW_TTL_S:
         return cached[1]
     s = analytics_context().settings
-    now = datetime.now(UTC)
-    p = reports.ReportParams(start=now.replace(year=now.year - 1), end=now, timezone=s.timezone)
+    params = freeflow_params(
+        datetime.now(UTC), None, s.offpeak, s.freeflow_lookback_days, s.timezone
+    )
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            reports.FREEFLOW_SQL,
-            reports.freeflow_params(p, s.offpeak, s.freeflow_lookback_days),
-        )
-        rows = await cur.fetchall()
-    value = {(str(r), int(d), int(f)): float(v) for r, d, f, v in rows if v}
+        cur = await conn.execute(FREEFLOW_SQL, params)
+        value = freeflow_by_segment(await cur.fetchall())
     _freeflow_cache[id(pool)] = (time.monotonic(), value)
     return value
 

@@ -1,148 +1,138 @@
-"""``/api/v1/reports/*``: headway, congestion and service reports as JSON or CSV."""
+"""``/api/v1/reports/*``: the planner reports of :mod:`analytics.reports` as JSON or CSV.
+
+One endpoint per report of the registry (``analytics.reports.PUBLISHED``), with its
+filters, variant and format as query parameters; ``/congestion/live`` is a map layer.
+Values are checked here as the API checks any untrusted input (:mod:`api.params`: the
+data horizon, bounded checkpoint numbers, route codes) and a call covers at most
+:data:`MAX_REPORT_SPAN`.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from analytics import gtfs_realtime, reports
+from analytics import gtfs_realtime
 from analytics.congestion import gtfs_congestion_level
 from analytics.context import analytics_context
+from analytics.reports import (
+    MEDIA_TYPES,
+    PUBLISHED,
+    Report,
+    ReportError,
+    ReportParams,
+    read_params,
+    render,
+    run_report_async,
+)
+from analytics.reports.params import FILTERS, FORMAT, ROUTE, Check, Parameter
 from api.deps import Pool
 from api.errors import ApiError
 from api.params import checked_checkpoint, checked_route, checked_time
 from api.routes.gtfs import freeflow_speeds
 
-__all__ = ["router"]
+__all__ = ["MAX_REPORT_SPAN", "router"]
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
-MAX_REPORT_SPAN = timedelta(days=366)
-
-Route = Annotated[str | None, Query(description="route code, e.g. B")]
-Checkpoint = Annotated[
-    str | None, Query(description="checkpoint sequence number or id (e.g. 12 or B-012)")
-]
-Direction = Annotated[int | None, Query(ge=0, le=1, description="0 outbound, 1 return")]
-From = Annotated[str | None, Query(alias="from", description="ISO 8601; default: 24 h ago")]
-To = Annotated[str | None, Query(description="ISO 8601; default: now")]
-Format = Annotated[Literal["json", "csv"], Query(description="json or csv")]
+MAX_REPORT_SPAN: Final = timedelta(days=366)
+API_FORMAT: Final = "json"
+_CHECKS: Final[dict[str, Check]] = {
+    "route": checked_route,
+    "checkpoint": checked_checkpoint,
+    "from": checked_time,
+    "to": checked_time,
+}
 
 
-def _time(name: str, value: str | None, default: datetime) -> datetime:
-    try:
-        parsed = reports.parse_time(value, default)
-    except reports.ReportError as exc:
-        raise ApiError(400, "bad report parameters", str(exc)) from None
-    checked = checked_time(name, parsed) if value else parsed
-    assert checked is not None
-    return checked
-
-
-def _params(
-    route: str | None,
-    checkpoint: str | None,
-    direction: int | None,
-    start: str | None,
-    end: str | None,
-    by_hour: bool = False,
-) -> reports.ReportParams:
+def _params(values: Mapping[str, Any]) -> ReportParams:
     ctx = analytics_context()
-    end_t = _time("to", end, datetime.now(UTC))
-    start_t = _time("from", start, end_t - timedelta(days=1))
-    if end_t - start_t > MAX_REPORT_SPAN:
-        raise ApiError(400, "time range too long", f"at most {MAX_REPORT_SPAN.days} days per call")
     try:
-        return reports.ReportParams(
-            start=start_t,
-            end=end_t,
-            route=checked_route("route", route),
-            checkpoint=reports.ReportParams.checkpoint_seq(
-                checked_checkpoint("checkpoint", checkpoint)
-            ),
-            direction=direction,
-            by_hour=by_hour,
-            timezone=ctx.settings.timezone,
-            targets=ctx.targets,
-        )
-    except reports.ReportError as exc:
+        p = read_params(values, timezone=ctx.settings.timezone, targets=ctx.targets, checks=_CHECKS)
+    except ReportError as exc:
         raise ApiError(400, "bad report parameters", str(exc)) from None
+    if p.end - p.start > MAX_REPORT_SPAN:
+        raise ApiError(400, "time range too long", f"at most {MAX_REPORT_SPAN.days} days per call")
+    return p
 
 
-def _respond(rows: list[dict[str, Any]], fmt: str, name: str) -> Response:
+def _respond(report: Report, rows: Sequence[Mapping[str, Any]], fmt: str) -> Response:
     if fmt == "csv":
         return Response(
-            reports.render(rows, "csv"),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+            render(rows, "csv", report.columns),
+            media_type=MEDIA_TYPES["csv"],
+            headers={"Content-Disposition": f'attachment; filename="{report.filename}.csv"'},
         )
-    return Response(reports.render(rows, "json"), media_type="application/json")
+    return Response(render(rows, "json"), media_type=MEDIA_TYPES["json"])
 
 
-async def _fetch(pool: Pool, query: str, params: dict[str, Any]) -> list[Any]:
-    async with pool.connection() as conn:
-        cur = await conn.execute(query, params)
-        return list(await cur.fetchall())
-
-
-@router.get("/headways", summary="Headway regularity per route, direction and checkpoint")
-async def headways(
-    pool: Pool,
-    route: Route = None,
-    checkpoint: Checkpoint = None,
-    direction: Direction = None,
-    start: From = None,
-    to: To = None,
-    by: Annotated[
-        Literal["window", "hour"], Query(description="one row per window or per local hour")
-    ] = "window",
-    format: Format = "json",
-) -> Response:
-    p = _params(route, checkpoint, direction, start, to, by_hour=by == "hour")
-    rows = await _fetch(pool, reports.HEADWAY_PASSAGES_SQL, reports.headway_params(p))
-    return _respond(reports.headway_rows(rows, p), format, "headways")
-
-
-@router.get("/congestion", summary="Segment travel times, speeds and congestion per 5 minutes")
-async def congestion(
-    pool: Pool,
-    route: Route = None,
-    checkpoint: Checkpoint = None,
-    direction: Direction = None,
-    start: From = None,
-    to: To = None,
-    level: Annotated[
-        Literal["segment", "area"], Query(description="route segments or H3 cells")
-    ] = "segment",
-    format: Format = "json",
-) -> Response:
-    p = _params(route, checkpoint, direction, start, to)
-    s = analytics_context().settings
-    if level == "area":
-        rows = await _fetch(pool, reports.AREA_SQL, reports.congestion_params(p))
-        return _respond(reports.area_rows(rows), format, "area-speeds")
-    rows = await _fetch(pool, reports.CONGESTION_SQL, reports.congestion_params(p))
-    ff = await _fetch(
-        pool,
-        reports.FREEFLOW_SQL,
-        reports.freeflow_params(p, s.offpeak, s.freeflow_lookback_days),
+def _query(key: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        key, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
     )
-    return _respond(reports.congestion_rows(rows, ff), format, "congestion")
+
+
+def _filter(param: Parameter) -> inspect.Parameter:
+    """A filter of the registry as a query parameter (same name, help and bounds)."""
+    query = Query(alias=param.name, description=param.help, ge=param.minimum, le=param.maximum)
+    return _query(param.key, Annotated[param.type | None, query], None)
+
+
+def _choice(values: Sequence[str], name: str, help: str) -> Any:
+    return Annotated[Literal[tuple(values)], Query(alias=name, description=help)]
+
+
+def _endpoint(report: Report) -> Callable[..., Awaitable[Response]]:
+    """``GET /<name>``: the registry's filters, the report's variant and ``format``."""
+
+    async def endpoint(pool: Any, **values: Any) -> Response:
+        fmt = values.pop(FORMAT.key)
+        variant = report.variant
+        chosen = variant.report if variant and values.pop("variant") == variant.value else report
+        p = _params(values)
+        s = analytics_context().settings
+        async with pool.connection() as conn:
+            rows = await run_report_async(conn, chosen, p, s.offpeak, s.freeflow_lookback_days)
+        return _respond(chosen, rows, fmt)
+
+    params = [_query("pool", Pool, inspect.Parameter.empty)]
+    params += [_filter(param) for param in FILTERS]
+    if report.variant is not None:
+        v = report.variant
+        params.append(_query("variant", _choice((v.default, v.value), v.param, v.help), v.default))
+    params.append(_query(FORMAT.key, _choice(FORMAT.choices, FORMAT.name, FORMAT.help), API_FORMAT))
+    endpoint.__signature__ = inspect.Signature(params, return_annotation=Response)  # type: ignore[attr-defined]
+    return endpoint
+
+
+for _report in PUBLISHED:
+    router.add_api_route(
+        f"/{_report.name}",
+        _endpoint(_report),
+        methods=["GET"],
+        summary=_report.summary,
+        response_class=Response,
+    )
 
 
 @router.get(
     "/congestion/live",
     summary="Route segments of the last 15 minutes with their congestion level (GeoJSON)",
 )
-async def congestion_live(pool: Pool, route: Route = None) -> dict[str, Any]:
+async def congestion_live(
+    pool: Pool, route: Annotated[str | None, Query(description=ROUTE.help)] = None
+) -> dict[str, Any]:
     """A map layer: one LineString per segment and direction with recent data."""
     route = checked_route("route", route)
     ctx = analytics_context()
     freeflow = await freeflow_speeds(pool)
-    live = await _fetch(pool, gtfs_realtime.LIVE_SEGMENTS_SQL, {})
+    async with pool.connection() as conn:
+        live = await (await conn.execute(gtfs_realtime.LIVE_SEGMENTS_SQL)).fetchall()
     levels = gtfs_realtime.segment_levels(live, freeflow)
     features: list[dict[str, Any]] = []
     for code, d, from_seq, med_t, length in live:
@@ -177,18 +167,3 @@ async def congestion_live(pool: Pool, route: Route = None) -> dict[str, Any]:
             }
         )
     return {"type": "FeatureCollection", "features": features}
-
-
-@router.get("/service", summary="Vans in service and vehicle-km per route per hour")
-async def service(
-    pool: Pool,
-    route: Route = None,
-    checkpoint: Checkpoint = None,
-    direction: Direction = None,
-    start: From = None,
-    to: To = None,
-    format: Format = "json",
-) -> Response:
-    p = _params(route, checkpoint, direction, start, to)
-    rows = await _fetch(pool, reports.SERVICE_SQL, reports.congestion_params(p))
-    return _respond(reports.service_rows(rows), format, "service")
