@@ -19,6 +19,7 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY fleet ./fleet
+COPY mqtt5 ./mqtt5
 COPY broker ./broker
 COPY ingest ./ingest
 COPY analytics ./analytics

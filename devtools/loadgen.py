@@ -3,7 +3,7 @@
 Used by ``fleet bench ingest`` (one generator per load process, :func:`run_load`) and
 meant for any benchmark that must account for every fix it *generated* (``fleet bench
 faults``).  It publishes as the gateway service user for many vans through
-:class:`fleet.mqtt.publisher.Publisher` (MQTT 5 QoS 1, the broker's Receive Maximum
+:class:`mqtt5.Publisher` (MQTT 5 QoS 1, the broker's Receive Maximum
 honoured), because a general-purpose client spends tens of microseconds per message in
 Python and the generator must never be what limits the measurement.
 
@@ -27,10 +27,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from fleet.contract import Fix, encode_batch, encode_fix, telemetry_topic
-from fleet.mqtt import codec
-from fleet.mqtt.publisher import Publisher
-from fleet.mqtt.subscriber import MqttSubscriber, SubscriberOptions
 from fleet.receipts import ReceiptError, Unconfirmed, decode_receipt
+from mqtt5 import MqttConnectRefusedError, MqttError, MqttSubscriber, Publisher, SubscriberOptions
 
 __all__ = [
     "RECEIPT_FILTER",
@@ -141,7 +139,7 @@ class LoadGenerator:
     ``generated_counts()`` plus ``schedule.ts(device_index, seq)`` list every fix.
 
     One thread owns the publisher connection and the book; the receipts arrive on a
-    :class:`~fleet.mqtt.subscriber.MqttSubscriber` thread (one ``fleet/+/ack``
+    :class:`~mqtt5.MqttSubscriber` thread (one ``fleet/+/ack``
     subscription, or one filter per own van with ``subscribe_all=False`` when several
     generators share a broker).  The generator keeps generating while the broker is
     away (the fixes wait in the book), reconnects with jittered exponential backoff
@@ -256,7 +254,11 @@ class LoadGenerator:
                     qos=1,
                     keepalive_s=10,
                     reconnect_max_s=2.0,
-                    refused_hint=f"check the password of {username}",
+                    hint=lambda exc: (
+                        f"check the password of {username}"
+                        if isinstance(exc, MqttConnectRefusedError)
+                        else None
+                    ),
                 )
             )
 
@@ -318,8 +320,8 @@ class LoadGenerator:
         pub = Publisher(self.client_id, self.username, self.password)
         try:
             pub.connect(self.host, self.port, timeout)
-        except codec.MqttProtocolError as exc:
-            raise LoadError(f"the broker refused {self.username}: {exc}") from None
+        except MqttError as exc:
+            raise LoadError(f"no MQTT session for {self.username}: {exc}") from None
         except OSError as exc:
             raise LoadError(
                 f"cannot reach the MQTT broker at {self.host}:{self.port}: {exc.strerror or exc}"
@@ -436,7 +438,7 @@ class LoadGenerator:
                 self.book.all_due(now)
             else:
                 old.resume(self.host, self.port, timeout=2.0)  # resends the unacknowledged
-        except (OSError, codec.MqttProtocolError) as exc:
+        except (OSError, MqttError) as exc:
             self._next_connect = now + self._backoff * random.uniform(0.8, 1.2)
             self._backoff = min(self._backoff * 2, RECONNECT_MAX_S)
             log.debug("reconnect failed (%s); next try in %.2f s", exc, self._backoff)

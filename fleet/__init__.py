@@ -3,8 +3,8 @@
 What every component shares lives here and nowhere else: the wire contract
 (:mod:`fleet.contract`), settings (:mod:`fleet.settings`), geometry
 (:mod:`fleet.geometry`), the routes (:mod:`fleet.routes`), structured logging
-(:mod:`fleet.logs`), the storage schema (:mod:`fleet.storage`) and the lean MQTT 5
-client the hot paths use (:mod:`fleet.mqtt`).
+(:mod:`fleet.logs`) and the storage schema (:mod:`fleet.storage`).  The lean MQTT 5
+client the hot paths use is a library of its own (:mod:`mqtt5`).
 """
 
 __version__ = "0.1.0"

@@ -12,12 +12,20 @@ from typing import Any, TypeVar
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mqtt5 import (
+    MqttConnectionLostError,
+    MqttConnectRefusedError,
+    MqttError,
+    MqttSubscribeRefusedError,
+)
+
 __all__ = [
     "BrokerSettings",
     "CommonSettings",
     "IngestSettings",
     "SettingsError",
     "load",
+    "mqtt_hint",
 ]
 
 
@@ -118,3 +126,26 @@ def load(cls: type[S], **overrides: Any) -> S:
             name = ".".join(str(p) for p in err["loc"])
             problems.append(f"{prefix}{name.upper()}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+# MQTT 5 reason codes (section 2.4) a setting can fix.
+_CREDENTIALS = {0x86, 0x87}  # bad user name or password, not authorized
+_CLIENT_ID = {0x85, 0x8E}  # client identifier not valid, session taken over
+
+
+def mqtt_hint(exc: MqttError | OSError) -> str | None:
+    """Which ``FLEET_MQTT_*`` setting to check when a service's MQTT client fails."""
+    if isinstance(exc, OSError):
+        return "is the broker running? check FLEET_MQTT_HOST / FLEET_MQTT_PORT"
+    code = (
+        exc.reason_code
+        if isinstance(exc, MqttConnectRefusedError | MqttConnectionLostError)
+        else None
+    )
+    if code in _CREDENTIALS:
+        return "check FLEET_MQTT_USERNAME / FLEET_MQTT_PASSWORD"
+    if code in _CLIENT_ID:
+        return "check FLEET_MQTT_CLIENT_ID (one per process: another client may use it)"
+    if isinstance(exc, MqttSubscribeRefusedError):
+        return "check the broker role of FLEET_MQTT_USERNAME (broker/roles.json)"
+    return None

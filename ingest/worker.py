@@ -5,9 +5,9 @@ its first message.  When the database fails, the same batch is retried with back
 and nothing is acknowledged meanwhile: the broker holds everything else (the MQTT 5
 Receive Maximum stops it from sending us more than that many unacknowledged messages).
 
-The MQTT side is :class:`fleet.mqtt.subscriber.MqttSubscriber` with a persistent session
+The MQTT side is :class:`mqtt5.MqttSubscriber` with a persistent session
 (Clean Start 0, a long Session Expiry: the broker queues while the worker is down) and
-manual acknowledgement: :meth:`~fleet.mqtt.subscriber.MqttSubscriber.ack` runs only
+manual acknowledgement: :meth:`~mqtt5.MqttSubscriber.ack` runs only
 after the batch holding the messages committed, and only for messages of the current
 connection (older ones are redelivered; the duplicate insert is a no-op).
 """
@@ -27,11 +27,11 @@ from fleet.contract import (
     Validation,
     decode_message,
 )
-from fleet.mqtt.subscriber import Message, MqttSubscriber, SubscriberOptions
 from fleet.receipts import ReceiptBook
-from fleet.settings import IngestSettings
+from fleet.settings import IngestSettings, mqtt_hint
 from ingest.metrics import IngestMetrics
 from ingest.writer import BatchWriter, DeadLetter, Item, WriteResult, is_data_error, printable
+from mqtt5 import Message, MqttSubscriber, SubscriberOptions
 
 __all__ = ["IngestWorker"]
 
@@ -58,7 +58,7 @@ def subscriber_options(settings: IngestSettings) -> SubscriberOptions:
         receive_maximum=settings.receive_maximum,
         manual_ack=True,
         keepalive_s=KEEPALIVE_S,
-        refused_hint="check FLEET_MQTT_USERNAME / FLEET_MQTT_PASSWORD",
+        hint=mqtt_hint,
         max_inbox_bytes=settings.inbox_max_mb * 1024 * 1024,
     )
 

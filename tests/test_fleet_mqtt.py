@@ -1,4 +1,4 @@
-"""fleet.mqtt's subscriber and publisher against the real broker: windows, acks, reconnects."""
+"""mqtt5's subscriber and publisher against the real broker: windows, acks, reconnects."""
 
 from __future__ import annotations
 
@@ -10,9 +10,17 @@ from collections.abc import Iterator
 import pytest
 
 from broker.runner import MosquittoBroker
-from fleet.mqtt.codec import MqttProtocolError
-from fleet.mqtt.publisher import Publisher
-from fleet.mqtt.subscriber import Message, MqttSubscriber, SubscriberOptions
+from mqtt5 import (
+    Message,
+    MqttConnectionLostError,
+    MqttConnectRefusedError,
+    MqttError,
+    MqttProtocolError,
+    MqttSubscriber,
+    MqttSubscribeRefusedError,
+    Publisher,
+    SubscriberOptions,
+)
 from tests.mqtt_support import wait_for
 from tracker_sim.gateway_link import GatewayLink
 from tracker_sim.links import Credentials, LinkError
@@ -97,13 +105,126 @@ def test_an_error_puback_does_not_count_as_acknowledged(broker: MosquittoBroker)
     pub.close()
 
 
-def test_refused_credentials_name_the_reason(broker: MosquittoBroker) -> None:
+def test_refused_credentials_are_a_connect_refused_error_with_the_reason_code(
+    broker: MosquittoBroker,
+) -> None:
     pub = Publisher("bad", "svc-gateway", "wrong-password")
-    with pytest.raises(MqttProtocolError, match="bad user name or password|not authorized"):
+    with pytest.raises(MqttConnectRefusedError) as refused:
         pub.connect("127.0.0.1", broker.port)
+    assert refused.value.reason_code in (0x86, 0x87)
+    assert isinstance(refused.value, MqttError)
+    assert "bad user name or password" in str(refused.value) or "not authorized" in str(
+        refused.value
+    )
+    with pytest.raises(MqttConnectionLostError):
+        pub.publish_many([("fleet/van-1/telemetry", b"{}")])  # never connected
     link = GatewayLink("bad-gw", Credentials("svc-gateway", "wrong"))
     with pytest.raises(LinkError, match="check the gateway credentials"):
         link.connect("127.0.0.1", broker.port, 5)
+
+
+def test_subscriber_failures_carry_the_exception_and_only_the_callers_hint(
+    broker: MosquittoBroker,
+) -> None:
+    """No application advice inside the library: the caller's ``hint`` adds it."""
+    seen: list[MqttError | OSError] = []
+
+    def hint(exc: MqttError | OSError) -> str | None:
+        seen.append(exc)
+        return "check the test's password" if isinstance(exc, MqttConnectRefusedError) else None
+
+    bad = MqttSubscriber(ingest_options(broker, password="wrong", client_id="bad", hint=hint))
+    plain = MqttSubscriber(ingest_options(broker, password="wrong", client_id="bad-2"))
+    bad.start()
+    plain.start()
+    try:
+        wait_for(lambda: isinstance(bad.last_exception, MqttConnectRefusedError), 10, "refusal")
+        wait_for(lambda: isinstance(plain.last_exception, MqttConnectRefusedError), 10, "refusal")
+        assert bad.last_error is not None and bad.last_error.endswith("; check the test's password")
+        assert f"127.0.0.1:{broker.port}" in bad.last_error
+        assert plain.last_error == (
+            f"cannot connect to broker 127.0.0.1:{broker.port}: {plain.last_exception}"
+        )
+        assert seen and all(isinstance(e, MqttConnectRefusedError) for e in seen)
+    finally:
+        bad.stop()
+        plain.stop()
+
+
+def test_a_refused_subscription_names_each_topic_and_reason_code(broker: MosquittoBroker) -> None:
+    sub = MqttSubscriber(
+        ingest_options(broker, client_id="acl", topics=["fleet/+/telemetry", "fleet/+/cmd"])
+    )
+    sub.start()
+    try:
+        wait_for(lambda: isinstance(sub.last_exception, MqttSubscribeRefusedError), 10, "SUBACK")
+        assert sub.connected.is_set() and not sub.subscribed.is_set()
+        exc = sub.last_exception
+        assert isinstance(exc, MqttSubscribeRefusedError)
+        assert exc.refused == {"fleet/+/cmd": 0x87}
+        assert (
+            sub.last_error == "broker refused the subscription: fleet/+/cmd (0x87 (not authorized))"
+        )
+    finally:
+        sub.stop()
+
+
+def _one_shot_broker(answer: bytes) -> tuple[int, threading.Thread]:
+    """A listener that reads the client's first packet, sends ``answer`` and closes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)  # CONNECT
+                conn.sendall(answer)
+                conn.recv(65536)  # SUBSCRIBE, or the client closing
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return port, thread
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "fields"),
+    [
+        # CONNACK refused: 0x85 client identifier not valid
+        (b"\x20\x03\x00\x85\x00", MqttConnectRefusedError, {"reason_code": 0x85}),
+        # CONNACK accepted, then DISCONNECT 0x8E session taken over
+        (b"\x20\x03\x00\x00\x00\xe0\x02\x8e\x00", MqttConnectionLostError, {"reason_code": 0x8E}),
+        # not a CONNACK at all (a PINGRESP)
+        (b"\xd0\x00", MqttProtocolError, {"packet_type": 13}),
+    ],
+)
+def test_what_the_broker_said_is_in_the_exception_fields(
+    answer: bytes, error: type[MqttError], fields: dict[str, int]
+) -> None:
+    port, served = _one_shot_broker(answer)
+    seen: list[MqttError | OSError] = []
+    sub = MqttSubscriber(
+        SubscriberOptions(
+            host="127.0.0.1",
+            port=port,
+            username=None,
+            password=None,
+            client_id="probe",
+            topics=["fleet/+/telemetry"],
+            reconnect_max_s=60.0,
+            hint=lambda exc: seen.append(exc) or None,
+        )
+    )
+    sub.start()
+    try:
+        wait_for(lambda: bool(seen), 10, "the first failure")
+        exc = seen[0]
+        assert isinstance(exc, error), repr(exc)
+        assert {k: getattr(exc, k) for k in fields} == fields
+        assert any(e is sub.last_exception for e in seen)  # (it may have retried since)
+    finally:
+        sub.stop()
+        served.join(5)
 
 
 def test_publisher_resends_unacknowledged_messages_after_a_broker_restart(

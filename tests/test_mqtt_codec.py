@@ -6,7 +6,9 @@ import struct
 
 import pytest
 
-from fleet.mqtt import codec as mqtt5
+from mqtt5 import MqttProtocolError
+from mqtt5 import _codec as mqtt5
+from mqtt5._errors import reason_text
 
 
 def test_varint_round_trip_at_boundaries() -> None:
@@ -63,7 +65,7 @@ def test_connack_reason_and_receive_maximum() -> None:
     assert ack.session_present and ack.reason_code == 0 and ack.receive_maximum == 1000
     refused = mqtt5.decode_connack(bytes([0, 0x86, 0]))
     assert refused.reason_code == 0x86
-    assert "bad user name or password" in mqtt5.reason_text(0x86)
+    assert "bad user name or password" in reason_text(0x86)
 
 
 def test_puback_and_connect_packets_are_well_formed() -> None:
@@ -79,5 +81,5 @@ def test_puback_and_connect_packets_are_well_formed() -> None:
 
 
 def test_malformed_length_is_an_error() -> None:
-    with pytest.raises(mqtt5.MqttProtocolError):
+    with pytest.raises(MqttProtocolError):
         mqtt5.split_packets(bytearray(b"\x30\xff\xff\xff\xff\x01"))

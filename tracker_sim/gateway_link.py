@@ -1,9 +1,9 @@
-"""Gateway mode transport: the lean MQTT 5 QoS 1 publisher of :mod:`fleet.mqtt.publisher`.
+"""Gateway mode transport: the lean MQTT 5 QoS 1 publisher of :mod:`mqtt5`.
 
 paho-mqtt spends ~50-100 µs of Python per QoS 1 message (message objects, a condition
 variable per message, reason-code decoding of every PUBACK), which caps one process
 at ~5,000 messages/s — too slow to load-test ingest.  A gateway only ever *publishes*,
-so it uses :class:`fleet.mqtt.publisher.Publisher`: a non-blocking socket, PUBLISH
+so it uses :class:`mqtt5.Publisher`: a non-blocking socket, PUBLISH
 packets appended to one buffer and written with few ``send`` calls, PUBACKs parsed in
 bulk.  Every fix is still its own PUBLISH and counted only when its success PUBACK
 arrives.  :class:`GatewayPool` drives many such connections with one selector and
@@ -32,10 +32,8 @@ from typing import Final
 
 import msgspec
 
-from fleet.mqtt.codec import MqttProtocolError
-from fleet.mqtt.publisher import Publisher
-from fleet.mqtt.subscriber import MqttSubscriber, SubscriberOptions
 from fleet.receipts import ReceiptError, Unconfirmed, decode_receipt
+from mqtt5 import MqttConnectRefusedError, MqttError, MqttSubscriber, Publisher, SubscriberOptions
 from tracker_sim.links import MAX_INFLIGHT_PER_LINK, Credentials, LinkError, Sender
 
 __all__ = ["RECEIPT_FILTER", "GatewayLink", "GatewayPool", "ReceiptOptions", "fixes_in"]
@@ -93,10 +91,15 @@ class GatewayLink(Publisher):
     def connect(self, host: str, port: int, timeout: float = 15.0) -> None:
         try:
             super().connect(host, port, timeout)
-        except MqttProtocolError as exc:
+        except MqttConnectRefusedError as exc:
             raise LinkError(
                 f"the broker refused {self.creds.username} ({exc}); check the gateway "
                 "credentials (--password, FLEET_MQTT_PASSWORD or --data-dir)"
+            ) from None
+        except MqttError as exc:
+            raise LinkError(
+                f"no MQTT 5 session with the broker at {host}:{port}: {exc}"
+                " (is it the broker's port? check --host/--port or FLEET_MQTT_HOST/PORT)"
             ) from None
         except OSError as exc:
             raise LinkError(

@@ -1,6 +1,6 @@
 """The API's MQTT subscription: a reader thread of its own, handing batches to the loop.
 
-The reader thread (:class:`fleet.mqtt.subscriber.MqttSubscriber`) decodes each message
+The reader thread (:class:`mqtt5.MqttSubscriber`) decodes each message
 with the same decoder as ingest (``fleet.contract.decode_message``) and keeps only the
 newest fix per van in a pending map (bounded by the number of vans, so a busy event loop
 never makes it drop or queue without bound).  The first message after a hand-over wakes
@@ -22,7 +22,8 @@ import uuid
 from collections.abc import Callable
 
 from fleet.contract import Fix, Validation, decode_message
-from fleet.mqtt.subscriber import Message, MqttSubscriber, SubscriberOptions
+from fleet.settings import mqtt_hint
+from mqtt5 import Message, MqttSubscriber, SubscriberOptions
 
 __all__ = ["LIVE_TOPICS", "FeedBatch", "MqttFeed"]
 
@@ -75,7 +76,7 @@ class MqttFeed:
                 manual_ack=False,
                 keepalive_s=30,
                 reconnect_max_s=5.0,
-                refused_hint="check FLEET_MQTT_USERNAME / FLEET_MQTT_PASSWORD",
+                hint=mqtt_hint,
                 read_chunk=256 * 1024,
             ),
             on_batch=self._on_messages,

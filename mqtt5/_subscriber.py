@@ -18,7 +18,10 @@ tagged with the connection's generation, and acks for an older generation are dr
 
 The subscriber reconnects with jittered exponential backoff and subscribes again on
 every connection; :attr:`MqttSubscriber.subscribed` is set once the broker granted every
-topic (retained messages follow the SUBACK).
+topic (retained messages follow the SUBACK).  Why it is not: :attr:`~MqttSubscriber.last_error`
+(one line, for people) and :attr:`~MqttSubscriber.last_exception` (the
+:class:`~mqtt5.MqttError` or :class:`OSError`, for code); ``SubscriberOptions.hint`` lets
+the application add its own advice to that line and the log.
 """
 
 from __future__ import annotations
@@ -34,12 +37,18 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from fleet.mqtt import codec
-from fleet.mqtt.handshake import Session, open_session
+from mqtt5 import _codec as codec
+from mqtt5._errors import (
+    MqttConnectionLostError,
+    MqttError,
+    MqttSubscribeRefusedError,
+    reason_text,
+)
+from mqtt5._handshake import Session, open_session
 
-__all__ = ["Message", "MqttSubscriber", "SubscriberOptions"]
+__all__ = ["Hint", "Message", "MqttSubscriber", "SubscriberOptions"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mqtt5")
 
 SUBSCRIBE_ID = 1
 
@@ -52,6 +61,10 @@ class Message:
     payload: bytes
     generation: int
     received: float  # time.monotonic()
+
+
+# The application's advice for an error (e.g. which setting holds the password), or None.
+Hint = Callable[[MqttError | OSError], str | None]
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ class SubscriberOptions:
     manual_ack: bool = False  # True: QoS 1 messages are acked only by ack()
     keepalive_s: int = 30
     reconnect_max_s: float = 10.0
-    refused_hint: str = "check the MQTT user name and password"
+    hint: Hint | None = None  # appended to last_error and the log line of a failure
     read_chunk: int = 1 << 20
     receive_buffer: int = 4 * 1024 * 1024
     # Inbox bound (inbox mode): past this many bytes queued the reader stops reading, so
@@ -99,6 +112,7 @@ class MqttSubscriber:
         self.connected = threading.Event()  # CONNACK received
         self.subscribed = threading.Event()  # ... and every topic granted
         self.last_error: str | None = "not connected yet"
+        self.last_exception: MqttError | OSError | None = None  # behind last_error
         self._stop = threading.Event()
         self._send_lock = threading.Lock()
         self._conn_lock = threading.Lock()  # generation and _sock change together
@@ -227,22 +241,17 @@ class MqttSubscriber:
 
     def _connect(self) -> Session:
         o = self.options
-        try:
-            session = open_session(
-                o.host,
-                o.port,
-                client_id=o.client_id,
-                username=o.username,
-                password=o.password,
-                keepalive=o.keepalive_s,
-                clean_start=o.clean_start,
-                session_expiry_s=o.session_expiry_s,
-                receive_maximum=o.receive_maximum,
-            )
-        except codec.MqttProtocolError as exc:
-            if exc.reason_code is None:
-                raise
-            raise codec.MqttProtocolError(f"{exc}; {o.refused_hint}", exc.reason_code) from None
+        session = open_session(
+            o.host,
+            o.port,
+            client_id=o.client_id,
+            username=o.username,
+            password=o.password,
+            keepalive=o.keepalive_s,
+            clean_start=o.clean_start,
+            session_expiry_s=o.session_expiry_s,
+            receive_maximum=o.receive_maximum,
+        )
         sock = session.sock
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, o.receive_buffer)
         with self._conn_lock:
@@ -276,11 +285,15 @@ class MqttSubscriber:
         while not self._stop.is_set():
             try:
                 session = self._connect()
-            except (OSError, codec.MqttProtocolError) as exc:
-                self.last_error = f"cannot connect to broker {o.host}:{o.port}: {exc}"
-                refused = isinstance(exc, codec.MqttProtocolError)
-                level = logging.ERROR if refused else logging.WARNING
-                log.log(level, "%s; retrying in %.1f s", self.last_error, delay)
+            except (OSError, MqttError) as exc:
+                # refused, or not an MQTT 5 broker: wrong settings, not a passing outage
+                transient = isinstance(exc, OSError | MqttConnectionLostError)
+                self._failed(
+                    exc,
+                    logging.WARNING if transient else logging.ERROR,
+                    f"cannot connect to broker {o.host}:{o.port}: ",
+                    f"retrying in {delay:.1f} s",
+                )
                 if self._stop.wait(delay * random.uniform(0.8, 1.2)):
                     return
                 delay = min(delay * 2, o.reconnect_max_s)
@@ -291,10 +304,9 @@ class MqttSubscriber:
             self.connected.set()
             try:
                 self._read_loop(session)
-            except (OSError, codec.MqttProtocolError) as exc:
+            except (OSError, MqttError) as exc:
                 if not self._stop.is_set():
-                    self.last_error = f"disconnected from broker: {exc}"
-                    log.warning("disconnected from broker: %s; reconnecting", exc)
+                    self._failed(exc, logging.WARNING, "disconnected from broker: ", "reconnecting")
             except Exception:
                 # A packet we cannot parse must not silently end consumption: drop the
                 # connection (nothing unacknowledged is lost) and start over.
@@ -319,14 +331,14 @@ class MqttSubscriber:
             except TimeoutError:
                 idle_timeouts += 1
                 if idle_timeouts > 2:
-                    raise codec.MqttProtocolError(
+                    raise MqttConnectionLostError(
                         "no PINGRESP from broker: connection dead"
                     ) from None
                 with self._send_lock:
                     sock.sendall(codec.PINGREQ_PACKET)
                 continue
             if not chunk:
-                raise codec.MqttProtocolError("broker closed the connection")
+                raise MqttConnectionLostError("broker closed the connection")
             idle_timeouts = 0
             buf += chunk
             packets, used = codec.split_packets(buf)
@@ -352,12 +364,24 @@ class MqttSubscriber:
                 self._on_suback(body)
             elif ptype == codec.DISCONNECT:
                 code = body[0] if body else 0
-                raise codec.MqttProtocolError(
-                    f"broker disconnected us: {codec.reason_text(code)}", code
+                raise MqttConnectionLostError(
+                    f"broker disconnected us: {reason_text(code)}", reason_code=code
                 )
             # PINGRESP and anything else: nothing to do
         if batch:
             self._deliver(batch)
+
+    def _failed(
+        self, exc: MqttError | OSError, level: int, context: str = "", then: str = ""
+    ) -> None:
+        """Record why we are not subscribed (with the application's hint) and log it."""
+        hint = self.options.hint(exc) if self.options.hint is not None else None
+        self.last_exception = exc
+        self.last_error = f"{context}{exc}" + (f"; {hint}" if hint else "")
+        if then:
+            log.log(level, "%s; %s", self.last_error, then)
+        else:
+            log.log(level, "%s", self.last_error)
 
     def _wait_for_room(self) -> None:
         """Block the reader while the inbox is over its byte bound (TCP back-pressure).
@@ -373,16 +397,16 @@ class MqttSubscriber:
                     self._send(codec.PINGREQ_PACKET, "PINGREQ", self._sock)
 
     def _on_suback(self, body: bytes) -> None:
-        refused = [
-            f"{topic} ({codec.reason_text(rc)})"
+        refused = {
+            topic: rc
             for topic, rc in zip(self.options.topics, codec.suback_reasons(body), strict=False)
             if rc >= 0x80
-        ]
+        }
         if refused:
-            self.last_error = f"broker refused the subscription: {', '.join(refused)}"
-            log.error("%s; check the broker ACL", self.last_error)
+            self._failed(MqttSubscribeRefusedError(refused), logging.ERROR)
             return
         self.last_error = None
+        self.last_exception = None
         self.subscribed.set()
         log.info("subscribed", extra={"topics": list(self.options.topics)})
 

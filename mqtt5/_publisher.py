@@ -18,8 +18,7 @@ PUBACKs in bulk.
   the keepalive interval.
 
 The socket is driven either by the caller's selector (:meth:`~Publisher.write`,
-:meth:`~Publisher.read`; :class:`tracker_sim.gateway_link.GatewayPool`) or by
-:meth:`~Publisher.pump` (the load generators).
+:meth:`~Publisher.read`) or by :meth:`~Publisher.pump`.
 """
 
 from __future__ import annotations
@@ -30,8 +29,9 @@ import socket
 import time
 from collections.abc import Iterable
 
-from fleet.mqtt import codec
-from fleet.mqtt.handshake import open_session
+from mqtt5 import _codec as codec
+from mqtt5._errors import MqttConnectionLostError, MqttProtocolError, MqttTimeoutError
+from mqtt5._handshake import open_session
 
 __all__ = ["Publisher"]
 
@@ -72,7 +72,11 @@ class Publisher:
     # -- connection -------------------------------------------------------------------
 
     def connect(self, host: str, port: int, timeout: float = 15.0) -> None:
-        """Connect (clean start); raises OSError or :class:`~fleet.mqtt.codec.MqttProtocolError`."""
+        """Connect (clean start).
+
+        Raises :class:`OSError` (broker not reachable) or a :class:`~mqtt5.MqttError`
+        (:class:`~mqtt5.MqttConnectRefusedError` with the reason code when it refuses us).
+        """
         session = open_session(
             host,
             port,
@@ -184,7 +188,7 @@ class Publisher:
         self._in += data
         try:
             packets, used = codec.split_packets(self._in)
-        except codec.MqttProtocolError:
+        except MqttProtocolError:
             self._lost()
             return
         del self._in[:used]
@@ -234,20 +238,20 @@ class Publisher:
     def publish_many(self, messages: Iterable[tuple[str, bytes]], timeout: float = 30.0) -> None:
         """Publish (topic, payload) pairs, waiting for room in the window as needed.
 
-        Raises :class:`~fleet.mqtt.codec.MqttProtocolError` when the connection is lost
-        or no PUBACK makes room for ``timeout`` seconds.
+        Raises :class:`~mqtt5.MqttConnectionLostError` when the connection is lost and
+        :class:`~mqtt5.MqttTimeoutError` when no PUBACK makes room for ``timeout`` seconds.
         """
         for topic, payload in messages:
             if self.full:
                 deadline = time.monotonic() + timeout
                 while self.full and self.connected:
                     if time.monotonic() > deadline:
-                        raise codec.MqttProtocolError(
-                            f"no PUBACK for {timeout:.0f} s: broker stalled"
+                        raise MqttTimeoutError(
+                            f"no PUBACK for {timeout:.0f} s: broker stalled", timeout_s=timeout
                         )
                     self.pump(0.05)
             if not self.publish(topic, payload, 1):
-                raise codec.MqttProtocolError("connection to the broker lost")
+                raise MqttConnectionLostError("connection to the broker lost")
         self.write()
 
     def wait_acked(self, timeout: float) -> bool:

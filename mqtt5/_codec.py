@@ -2,8 +2,8 @@
 
 A general-purpose client (paho-mqtt) reads each packet with several ``recv`` calls and
 builds property objects per message, which caps one Python process at a few thousand
-messages per second.  The platform's own clients (:mod:`fleet.mqtt.subscriber`,
-:mod:`fleet.mqtt.publisher`) only need CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH
+messages per second.  This package's clients (:mod:`mqtt5._subscriber`,
+:mod:`mqtt5._publisher`) only need CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH
 (QoS 0 and 1), PUBACK, PINGREQ/PINGRESP and DISCONNECT, so they parse them from one
 buffered stream with the functions here.
 """
@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from mqtt5._errors import MqttProtocolError
+
 __all__ = [
     "CONNACK",
     "DISCONNECT",
@@ -23,7 +25,6 @@ __all__ = [
     "PUBLISH",
     "SUBACK",
     "ConnAck",
-    "MqttProtocolError",
     "Publish",
     "connect_packet",
     "decode_connack",
@@ -45,36 +46,6 @@ DISCONNECT: Final = 0xE0
 
 PINGREQ_PACKET: Final = b"\xc0\x00"
 DISCONNECT_PACKET: Final = b"\xe0\x00"
-
-# MQTT 5 reason codes worth naming in a log line (section 3.2.2.2).
-REASONS: Final = {
-    0x80: "unspecified error",
-    0x84: "unsupported protocol version",
-    0x85: "client identifier not valid",
-    0x86: "bad user name or password",
-    0x87: "not authorized",
-    0x88: "server unavailable",
-    0x89: "server busy",
-    0x8A: "banned",
-    0x8E: "session taken over",
-    0x8F: "topic filter invalid",
-    0x93: "receive maximum exceeded",
-    0x95: "packet too large",
-    0x97: "quota exceeded",
-    0x9E: "shared subscriptions not supported",
-}
-
-
-class MqttProtocolError(RuntimeError):
-    """The broker refused us or sent something that is not MQTT 5."""
-
-    def __init__(self, message: str, reason_code: int | None = None) -> None:
-        super().__init__(message)
-        self.reason_code = reason_code
-
-
-def reason_text(code: int) -> str:
-    return f"{code:#04x} ({REASONS.get(code, 'see MQTT 5 spec 2.4')})"
 
 
 def varint(n: int) -> bytes:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from fleet.mqtt import codec
+from mqtt5 import _codec as codec
+from mqtt5._errors import MqttConnectionLostError, MqttConnectRefusedError, MqttProtocolError
 
 __all__ = ["Session", "open_session"]
 
@@ -33,9 +34,11 @@ def open_session(
 ) -> Session:
     """Connect and wait for the CONNACK.
 
-    Raises :class:`OSError` when the broker cannot be reached and
-    :class:`~fleet.mqtt.codec.MqttProtocolError` (with the reason code) when it refuses
-    us; the socket is closed in both cases.
+    Raises :class:`OSError` when the broker cannot be reached,
+    :class:`~mqtt5.MqttConnectRefusedError` (with the reason code) when it refuses us,
+    :class:`~mqtt5.MqttConnectionLostError` when it hangs up first and
+    :class:`~mqtt5.MqttProtocolError` when it answers something else; the socket is
+    closed in every case.
     """
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
@@ -57,18 +60,17 @@ def open_session(
         while not packets:
             chunk = sock.recv(65536)
             if not chunk:
-                raise codec.MqttProtocolError("broker closed the connection during CONNECT")
+                raise MqttConnectionLostError("broker closed the connection during CONNECT")
             buf += chunk
             packets, used = codec.split_packets(buf)
         first, body = packets[0]
         if first & 0xF0 != codec.CONNACK:
-            raise codec.MqttProtocolError(f"expected CONNACK, got packet type {first >> 4}")
+            raise MqttProtocolError(
+                f"expected CONNACK, got packet type {first >> 4}", packet_type=first >> 4
+            )
         ack = codec.decode_connack(body)
         if ack.reason_code >= 0x80:
-            raise codec.MqttProtocolError(
-                f"broker refused the connection: {codec.reason_text(ack.reason_code)}",
-                ack.reason_code,
-            )
+            raise MqttConnectRefusedError(ack.reason_code)
     except BaseException:
         sock.close()
         raise
