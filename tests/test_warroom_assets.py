@@ -1,4 +1,5 @@
-"""The map library comes from the npm registry at install time and is served locally."""
+"""The map library comes from the npm registry at install time and is served locally; the
+page's own code is native ES modules (no build step) served as JavaScript."""
 
 from __future__ import annotations
 
@@ -7,11 +8,30 @@ import shutil
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from api import web_assets
+from api.app import create_app
+from api.settings import ApiSettings
 from api.web_assets import LEAFLET_VERSION, WebAssetsError, assets_installed, install_leaflet
 
 STATIC = Path(web_assets.__file__).resolve().parent / "static"
+ENTRY = STATIC / "app.js"
+IMPORT = re.compile(r'^import \{([^}]*)\} from "([^"]+)";$', re.MULTILINE)
+EXPORT = re.compile(r"^export (?:const|let|function) ([\w$]+)", re.MULTILINE)
+
+
+def _modules() -> list[Path]:
+    """The entry and every module it reaches, each once."""
+    found: list[Path] = []
+    todo = [ENTRY]
+    while todo:
+        path = todo.pop()
+        if path in found:
+            continue
+        found.append(path)
+        todo.extend((path.parent / spec).resolve() for _, spec in IMPORT.findall(path.read_text()))
+    return found
 
 
 def test_install_copies_leaflet_and_is_idempotent(tmp_path: Path) -> None:
@@ -53,5 +73,39 @@ def test_page_loads_nothing_from_the_network() -> None:
     assert "vendor/leaflet.css" in refs
     for ref in refs:
         assert not re.match(r"^(https?:)?//", ref), f"index.html loads {ref} from the network"
-    app_js = (STATIC / "app.js").read_text()
-    assert not re.search(r"https?://", app_js.replace("http://www.w3.org", ""))
+    assert '<script type="module" src="app.js"></script>' in html
+    for module in _modules():
+        code = module.read_text().replace("http://www.w3.org", "")
+        assert not re.search(r"https?://", code), f"{module.name} names a network URL"
+
+
+def test_modules_import_only_what_the_others_export() -> None:
+    """Relative imports of files that exist and export the names (a browser, not a bundler,
+    resolves them: a typo is a blank page)."""
+    modules = _modules()
+    assert len(modules) >= 8
+    on_disk = {ENTRY, *(p.resolve() for p in (STATIC / "js").glob("*.js"))}
+    assert set(modules) == on_disk, "a module in js/ that the entry never loads"
+    for module in modules:
+        code = module.read_text()
+        lines = [line for line in code.splitlines() if line.startswith("import ")]
+        assert len(lines) == len(IMPORT.findall(code)), f"{module.name}: an unexpected import form"
+        for names, spec in IMPORT.findall(code):
+            assert spec.startswith("./") and spec.endswith(".js"), (module.name, spec)
+            target = (module.parent / spec).resolve()
+            assert target.is_file(), (module.name, spec)
+            exported = set(EXPORT.findall(target.read_text()))
+            for name in (n.strip() for n in names.split(",")):
+                assert name in exported, f"{module.name} imports {name} that {spec} does not export"
+
+
+def test_the_api_serves_the_modules_as_javascript() -> None:
+    """Browsers refuse a module script with any other MIME type."""
+    app = create_app(ApiSettings(dsn="postgresql://unused@127.0.0.1:1/unused"))
+    client = TestClient(app)  # not started: static files need no database
+    assert "app.js" in client.get("/").text
+    for module in _modules():
+        response = client.get("/" + module.relative_to(STATIC).as_posix())
+        assert response.status_code == 200, module
+        media_type = response.headers["content-type"].split(";")[0]
+        assert media_type in ("text/javascript", "application/javascript"), (module, media_type)
