@@ -25,6 +25,7 @@ import psycopg
 
 from devtools.audit import Audit, audit_run
 from devtools.devices import generated_fixes, receipt_aware_devices
+from devtools.processes import ChildError
 from devtools.rig import FaultRig
 
 __all__ = ["FaultOptions", "FaultReport", "SetupError", "Step", "run_faults_bench", "schedule"]
@@ -178,7 +179,7 @@ class _Run:
     def _ingest_batches(self) -> float | None:
         """Batches the running ingest committed since it started (None: not answering)."""
         ingest = self.rig.ingest
-        if ingest is None or ingest.proc is None or ingest.proc.poll() is not None:
+        if ingest is None or not ingest.running():
             return None
         try:
             return ingest.metric("fleet_ingest_batches_total")
@@ -229,7 +230,7 @@ def run_faults_bench(opts: FaultOptions, say: Callable[[str], None]) -> FaultRep
         say(f"state in {workdir}; starting PostgreSQL, Mosquitto and fleet ingest")
         try:
             rig.start()
-        except (RuntimeError, TimeoutError) as exc:  # ingest exited or never got healthy
+        except ChildError as exc:  # ingest exited or never got healthy
             raise SetupError(f"the rig did not come up: {exc}") from None
         run = _Run(opts, rig, say)
         steps = schedule(opts.duration_s)

@@ -27,8 +27,10 @@ from pathlib import Path
 import psycopg
 
 from broker.runner import MosquittoBroker
-from devtools.ingest_child import IngestChild, metric_value
+from devtools.ingest_child import IngestChild
 from devtools.loadgen import LoadResult, LoadSpec, run_load
+from devtools.metrics_text import histogram, metric_value, quantile
+from devtools.processes import cpu_seconds
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
 
@@ -52,36 +54,6 @@ class BenchOptions:
     mqtt_port: int | None = None
     mqtt_password: str | None = None
     receipts: bool = True  # generators keep every fix until a storage receipt covers it
-
-
-def _histogram(text: str, name: str) -> dict[float, float]:
-    out: dict[float, float] = {}
-    prefix = name + '_bucket{le="'
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            le = line[len(prefix) : line.index('"', len(prefix))]
-            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
-    return out
-
-
-def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
-    """Prometheus-style histogram_quantile over the difference of two scrapes."""
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    total = counts[-1] if counts else 0.0
-    if total <= 0:
-        return float("nan")
-    rank = q * total
-    prev_bound, prev_count = 0.0, 0.0
-    for bound, cum in zip(bounds, counts, strict=True):
-        if cum >= rank:
-            if bound == float("inf"):
-                return prev_bound
-            width = cum - prev_count
-            frac = (rank - prev_count) / width if width > 0 else 1.0
-            return prev_bound + (bound - prev_bound) * frac
-        prev_bound, prev_count = bound, cum
-    return prev_bound
 
 
 @dataclass(frozen=True)
@@ -175,18 +147,6 @@ def _machine_busy_s() -> float:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc); 0 when unknown."""
-    if pid is None:
-        return 0.0
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _count(dsn: str, prefix: str) -> int:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
@@ -248,14 +208,14 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
     )
     load.start()
     time.sleep(opts.warmup_s)
-    ingest_pid = worker.proc.pid if worker.proc is not None else None
+    ingest_pid = worker.pid
     t_a = time.monotonic()
     before = worker.scrape()
-    cpu_a = (_cpu_s(ingest_pid), _cpu_s(run.target.broker_pid), _machine_busy_s())
+    cpu_a = (cpu_seconds(ingest_pid), cpu_seconds(run.target.broker_pid), _machine_busy_s())
     time.sleep(max(1.0, opts.duration_s - opts.warmup_s - 1.0))
     t_b = time.monotonic()
     after = worker.scrape()
-    cpu_b = (_cpu_s(ingest_pid), _cpu_s(run.target.broker_pid), _machine_busy_s())
+    cpu_b = (cpu_seconds(ingest_pid), cpu_seconds(run.target.broker_pid), _machine_busy_s())
     load.join()
     if not out:
         raise RuntimeError("the load generator failed; see the messages above")
@@ -269,8 +229,8 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
         return (metric_value(after, name) - metric_value(before, name)) / window
 
     rate = per_s("fleet_ingest_fixes_stored_total")
-    hb = _histogram(before, "fleet_ingest_lag_seconds")
-    ha = _histogram(after, "fleet_ingest_lag_seconds")
+    hb = histogram(before, "fleet_ingest_lag_seconds")
+    ha = histogram(after, "fleet_ingest_lag_seconds")
     final = worker.scrape()
     # Every telemetry message passes the broker twice (generator → broker → ingest), every
     # receipt too (ingest → broker → the generator of that van).
@@ -292,8 +252,8 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
         "machine_busy": (cpu_b[2] - cpu_a[2]) / window,
     }
     gen_rate = generated / max(r.seconds for r in results)
-    bb = _histogram(before, "fleet_ingest_batch_seconds")
-    ba = _histogram(after, "fleet_ingest_batch_seconds")
+    bb = histogram(before, "fleet_ingest_batch_seconds")
+    ba = histogram(after, "fleet_ingest_batch_seconds")
     batches = metric_value(after, "fleet_ingest_batches_total") - metric_value(
         before, "fleet_ingest_batches_total"
     )

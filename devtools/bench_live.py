@@ -19,9 +19,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,10 +35,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from api.tokens import Role, create_token
-from broker.runner import MosquittoBroker, wait_for_port
-from fleet.mqtt.publisher import Publisher
+from broker.runner import MosquittoBroker
+from devtools.metrics_text import metric_value
+from devtools.processes import ChildProcess, cpu_seconds, fleet_argv
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
+from mqtt5 import Publisher
 
 __all__ = ["BenchOptions", "run_bench"]
 
@@ -90,7 +89,7 @@ class _Clients:
 
 
 def _publish(port: int, password: str, rate: int, vans: int, seconds: float, out: Queue) -> None:  # type: ignore[type-arg]
-    # fleet.mqtt's lean publisher: paho at 5,000 messages/s would take a third of a core
+    # mqtt5's lean publisher: paho at 5,000 messages/s would take a third of a core
     # away from the system under test on this 2-core box.
     pub = Publisher(f"bench-pub-{os.getpid()}", "svc-gateway", password)
     pub.connect("127.0.0.1", port)
@@ -202,25 +201,13 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "_total "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def run_bench(opts: BenchOptions) -> Iterator[str]:
     own_root = opts.data_dir is None
     root = opts.data_dir or Path(tempfile.mkdtemp(prefix="fleet-bench-live-"))
     root.mkdir(parents=True, exist_ok=True)
     broker: MosquittoBroker | None = None
     pg: EmbeddedPostgres | None = None
-    api: subprocess.Popen[bytes] | None = None
+    api: ChildProcess | None = None
     try:
         if opts.mqtt_port is None:
             broker = MosquittoBroker(root / "broker-state", port=free_port())
@@ -254,32 +241,22 @@ def run_bench(opts: BenchOptions) -> Iterator[str]:
             "FLEET_WS_MAX_PER_TOKEN": str(max(1, opts.clients)),  # all clients share a token
             "FLEET_LOG_LEVEL": "WARNING",
         }
-        log_path = root / "api.log"
-        with log_path.open("ab") as log:
-            api = subprocess.Popen(
-                [sys.executable, "-m", "fleet.cli", "api", "--no-migrate", "--port", str(port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        api = ChildProcess(
+            "api", fleet_argv("api", "--no-migrate", "--port", str(port)), env, root / "api.log"
+        )
+        api.start()
         base = f"http://127.0.0.1:{port}"
-        if not wait_for_port("127.0.0.1", port, 30):
-            raise RuntimeError(f"the API did not start; see {log_path}")
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{base}/readyz").status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the API never became ready; see {log_path}")
-            time.sleep(0.2)
+        api.wait_ready(f"{base}/readyz", 60, what="readiness endpoint")
         yield f"api {base} (pid {api.pid}); connecting {opts.clients} websocket clients"
 
-        pids = {"API": api.pid}
+        pids: dict[str, int | None] = {"API": api.pid}
         if broker is not None and broker.proc is not None:
             pids["Mosquitto"] = broker.proc.pid
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             state, result = runner.run(_measure(opts, port, token, mqtt_port, creds, pids))
         yield from result
         metrics = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}).text
-        server_dropped = int(_metric(metrics, "fleet_api_ws_dropped_clients"))
+        server_dropped = int(metric_value(metrics, "fleet_api_ws_dropped_clients_total"))
         dropped = max(len(state.closed), server_dropped)
         samples = np.concatenate(state.samples) if state.samples else np.zeros(1, np.int32)
         p50, p99 = np.percentile(samples, [50, 99])
@@ -294,12 +271,8 @@ def run_bench(opts: BenchOptions) -> Iterator[str]:
             f"p50_ms={p50:.0f} p99_ms={p99:.0f} dropped_clients={dropped}"
         )
     finally:
-        if api is not None and api.poll() is None:
-            api.send_signal(signal.SIGTERM)
-            try:
-                api.wait(15)
-            except subprocess.TimeoutExpired:
-                api.kill()
+        if api is not None:
+            api.stop()
         if pg is not None:
             pg.stop()
         if broker is not None:
@@ -319,7 +292,7 @@ async def _measure(
     token: str,
     mqtt_port: int,
     creds: dict[str, str],
-    pids: dict[str, int],
+    pids: dict[str, int | None],
 ) -> tuple[_Clients, _Result]:
     result = _Result()
     state = _Clients()
@@ -341,13 +314,13 @@ async def _measure(
     )
     pub.start()
     await asyncio.sleep(opts.warmup_s)
-    pids = {**pids, "publisher": pub.pid or 0}
-    cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    pids = {**pids, "publisher": pub.pid}
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     own0, t0 = time.process_time(), time.monotonic()
     state.measuring = True
     await asyncio.sleep(opts.duration_s)
     state.measuring = False
-    cpu1 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    cpu1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     own1, t1 = time.process_time(), time.monotonic()
     load = os.getloadavg()[0]
     published, elapsed, acked = await asyncio.to_thread(out.get, True, 60)

@@ -1,4 +1,4 @@
-"""The developer commands: ``fleet bench analytics|ingest|live|sim|faults``."""
+"""The developer commands: ``fleet demo`` and ``fleet bench ingest|sim|live|analytics|faults``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -34,40 +34,59 @@ def _fail(command: str, message: str) -> NoReturn:
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     bench = groups["bench"]
 
-    @bench.command("analytics")
-    def bench_analytics(
-        route: str = typer.Option("B", "--route", help="Route to drive."),
-        vans: int = typer.Option(100, "--vans", min=1),
-        hours: float = typer.Option(16.0, "--hours", min=0.1),
-        keep: bool = typer.Option(False, "--keep", help="Keep the scratch database."),
-        dsn: str | None = typer.Option(None, "--dsn", help=DSN_HELP),
+    @app.command("demo")
+    def demo_cmd(
+        data_dir: Annotated[
+            Path | None,
+            typer.Option(help="Where the database, broker and logs live (default FLEET_DATA_DIR)."),
+        ] = None,
+        port: Annotated[int, typer.Option(help="HTTP port of the API and the live map.")] = 8000,
+        mqtt_port: Annotated[
+            int, typer.Option(help="Plaintext MQTT port for the services (127.0.0.1 only).")
+        ] = 1883,
+        mqtt_tls_port: Annotated[
+            int, typer.Option(help="MQTT over TLS for the devices (on --bind).")
+        ] = 8883,
+        bind: Annotated[
+            str, typer.Option(help="Address the API and the broker listen on.")
+        ] = "127.0.0.1",
+        vehicles: Annotated[
+            int, typer.Option(min=1, help="Simulated vans (all routes together).")
+        ] = 300,
+        speedup: Annotated[
+            float,
+            typer.Option(
+                min=1.0,
+                help="1 = real time. Above 1 the sim replays the last hours faster until it "
+                "reaches the present, then ends (fixes are never stamped in the future).",
+            ),
+        ] = 1.0,
+        no_sim: Annotated[
+            bool, typer.Option("--no-sim", help="Do not start the simulator.")
+        ] = False,
+        sim_arg: Annotated[
+            list[str] | None,
+            typer.Option("--sim-arg", help="Extra argument passed to `fleet sim` (repeatable)."),
+        ] = None,
     ) -> None:
-        """Passage detection throughput and the headway report of a generated route-day."""
-        from analytics.context import analytics_context  # noqa: PLC0415
-        from devtools.bench_analytics import run_bench  # noqa: PLC0415
+        """Run PostgreSQL, Mosquitto, ingest, the API and a simulated fleet; print the map URL."""
+        from devtools.demo import DemoOptions, run_demo  # noqa: PLC0415
 
-        ctx = analytics_context()
-        if route not in ctx.routes:
-            _fail("fleet", f"unknown route {route!r}; routes: {', '.join(ctx.routes)}")
-        total = int(vans * hours * 3600)
-        with typer.progressbar(length=total, label="copying fixes", file=sys.stderr) as bar:
-            result = run_bench(
-                _dsn(dsn),
-                ctx.routes[route],
-                vans,
-                hours,
-                keep,
-                progress=bar.update,
-                say=lambda m: typer.echo(m, err=True),
-            )
-        typer.echo(
-            f"fixes={result.fixes} passages={result.passages} "
-            f"copy_s={result.copy_s:.1f} detect_cpu_s={result.detect_s:.2f} "
-            f"detect_wall_s={result.detect_wall_s:.2f} "
-            f"end_to_end_fixes_per_s={result.end_to_end_fixes_per_s:.0f} "
-            f"report_rows={result.report_rows}"
+        s = load(CommonSettings)
+        logs.configure(s.log_level, s.log_format)
+        opts = DemoOptions(
+            data_dir=data_dir or s.data_dir,
+            port=port,
+            mqtt_port=mqtt_port,
+            mqtt_tls_port=mqtt_tls_port,
+            bind=bind,
+            vehicles=vehicles,
+            speedup=speedup,
+            sim=not no_sim,
+            dsn=s.dsn,
+            sim_args=sim_arg or (),
         )
-        typer.echo(f"fixes_per_s={result.fixes_per_s:.0f} report_ms={result.report_ms:.0f}")
+        raise typer.Exit(run_demo(opts))
 
     @bench.command("ingest")
     def bench_ingest(
@@ -112,6 +131,31 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             f"lost={f['lost']:.0f} dup={f['dup']:.0f}"
         )
 
+    @bench.command("sim")
+    def bench_sim(
+        vehicles: int = typer.Option(10_000, help="Vans, spread over all routes."),
+        procs: int = typer.Option(2, help="Simulator processes."),
+        connections: int = typer.Option(2, help="Gateway connections per process."),
+        seconds: float = typer.Option(20.0, help="Wall-clock seconds to publish."),
+        interval: float = typer.Option(5.0, help="Seconds between fixes of one van."),
+    ) -> None:
+        """Gateway-mode publishing rate (fixes/s acknowledged by a local Mosquitto)."""
+        from devtools.bench_sim import SimBenchOptions, run_sim_bench  # noqa: PLC0415
+        from tracker_sim.links import LinkError  # noqa: PLC0415
+
+        logs.configure("WARNING")
+        opts = SimBenchOptions(vehicles, procs, connections, seconds, interval)
+        try:
+            st = run_sim_bench(opts, typer.echo)
+        except (LinkError, RuntimeError) as exc:
+            _fail("fleet sim", str(exc))
+        wall = max(st.wall_seconds, 1e-9)
+        typer.echo(
+            f"published messages={st.messages} fixes={st.fixes} acked={st.fixes_acked} "
+            f"wall_s={wall:.1f} sim_s={st.sim_seconds:.0f}"
+        )
+        typer.echo(f"rate={st.fixes_acked / wall:.0f} vehicles={st.vehicles} procs={procs}")
+
     @bench.command("live")
     def bench_live(
         clients: int = typer.Option(200, help="Websocket clients."),
@@ -147,30 +191,40 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         for line in run_bench(opts):
             typer.echo(line)
 
-    @bench.command("sim")
-    def bench_sim(
-        vehicles: int = typer.Option(10_000, help="Vans, spread over all routes."),
-        procs: int = typer.Option(2, help="Simulator processes."),
-        connections: int = typer.Option(2, help="Gateway connections per process."),
-        seconds: float = typer.Option(20.0, help="Wall-clock seconds to publish."),
-        interval: float = typer.Option(5.0, help="Seconds between fixes of one van."),
+    @bench.command("analytics")
+    def bench_analytics(
+        route: str = typer.Option("B", "--route", help="Route to drive."),
+        vans: int = typer.Option(100, "--vans", min=1),
+        hours: float = typer.Option(16.0, "--hours", min=0.1),
+        keep: bool = typer.Option(False, "--keep", help="Keep the scratch database."),
+        dsn: str | None = typer.Option(None, "--dsn", help=DSN_HELP),
     ) -> None:
-        """Gateway-mode publishing rate (fixes/s acknowledged by a local Mosquitto)."""
-        from devtools.bench_sim import SimBenchOptions, run_sim_bench  # noqa: PLC0415
-        from tracker_sim.links import LinkError  # noqa: PLC0415
+        """Passage detection throughput and the headway report of a generated route-day."""
+        from analytics.context import analytics_context  # noqa: PLC0415
+        from devtools.bench_analytics import run_bench  # noqa: PLC0415
 
-        logs.configure("WARNING")
-        opts = SimBenchOptions(vehicles, procs, connections, seconds, interval)
-        try:
-            st = run_sim_bench(opts, typer.echo)
-        except (LinkError, RuntimeError) as exc:
-            _fail("fleet sim", str(exc))
-        wall = max(st.wall_seconds, 1e-9)
+        ctx = analytics_context()
+        if route not in ctx.routes:
+            _fail("fleet", f"unknown route {route!r}; routes: {', '.join(ctx.routes)}")
+        total = int(vans * hours * 3600)
+        with typer.progressbar(length=total, label="copying fixes", file=sys.stderr) as bar:
+            result = run_bench(
+                _dsn(dsn),
+                ctx.routes[route],
+                vans,
+                hours,
+                keep,
+                progress=bar.update,
+                say=lambda m: typer.echo(m, err=True),
+            )
         typer.echo(
-            f"published messages={st.messages} fixes={st.fixes} acked={st.fixes_acked} "
-            f"wall_s={wall:.1f} sim_s={st.sim_seconds:.0f}"
+            f"fixes={result.fixes} passages={result.passages} "
+            f"copy_s={result.copy_s:.1f} detect_cpu_s={result.detect_s:.2f} "
+            f"detect_wall_s={result.detect_wall_s:.2f} "
+            f"end_to_end_fixes_per_s={result.end_to_end_fixes_per_s:.0f} "
+            f"report_rows={result.report_rows}"
         )
-        typer.echo(f"rate={st.fixes_acked / wall:.0f} vehicles={st.vehicles} procs={procs}")
+        typer.echo(f"fixes_per_s={result.fixes_per_s:.0f} report_ms={result.report_ms:.0f}")
 
     @bench.command("faults")
     def bench_faults(

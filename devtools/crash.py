@@ -14,9 +14,9 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 
 from broker.runner import BrokerError, MosquittoBroker
+from devtools.processes import wait_gone
 from fleet.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 __all__ = ["kill_broker", "kill_postmaster", "restart_broker", "restart_postgres"]
@@ -47,15 +47,6 @@ def restart_broker(broker: MosquittoBroker, attempts: int = 20) -> None:
             return
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for init to reap it counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _postmaster_pid(pg: EmbeddedPostgres) -> int:
     pidfile = pg.pgdata / "postmaster.pid"
     return int(pidfile.read_text().split("\n", 1)[0])
@@ -65,9 +56,7 @@ def kill_postmaster(pg: EmbeddedPostgres, timeout: float = 10.0) -> int:
     """SIGKILL the postmaster; return its pid once it is gone."""
     pid = _postmaster_pid(pg)
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.01)
+    wait_gone(pid, timeout)
     return pid
 
 

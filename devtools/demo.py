@@ -11,45 +11,36 @@ broker keep their state in the data directory, so a second run continues the fir
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import re
 import secrets
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Final
+from typing import Final
 
 import typer
 
 from api.web_assets import WebAssetsError, assets_installed, install_leaflet
 from broker.runner import BrokerError, BrokerLayout, MosquittoBroker, TlsListener
 from broker.tls import ServerCertificate, ensure_local_tls
-from fleet import logs
-from fleet.settings import CommonSettings, load
+from devtools.processes import ChildError, ChildProcess, fleet_argv, wait_gone
 from fleet.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError, free_port
 from fleet.storage.migrate import migrate
 
-__all__ = ["DemoError", "DemoOptions", "DemoStack", "register"]
+__all__ = ["DemoError", "DemoOptions", "DemoStack", "run_demo"]
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S: Final = 15.0
 READY_TIMEOUT_S: Final = 60.0
 POLL_S: Final = 0.25
-LOG_TAIL_LINES: Final = 25
 TOKEN_FILE: Final = "demo-token"  # noqa: S105 - a file name, not a secret
-_PR_SET_PDEATHSIG: Final = 1
 
 
 class DemoError(RuntimeError):
@@ -70,62 +61,15 @@ class DemoOptions:
     sim_args: Sequence[str] = ()
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass
-class Child:
+class Service(ChildProcess):
     """One supervised ``fleet <command>`` process writing to its own log file."""
 
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    may_finish: bool = False  # exit 0 is the end of its run (the sim), not a failure
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    finish_reported: bool = False
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            out.write(
-                f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} start\n".encode()
-            )
-            out.flush()
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches the demo only; it stops us in order
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run at this point
-            )
-        log.info("%s started", self.name, extra={"pid": self.proc.pid, "log": str(self.log_path)})
-
-    def exit_code(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0f s: killing it", self.name, timeout)
-            self.proc.kill()
-            self.proc.wait()
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, *, may_finish: bool
+    ) -> None:
+        super().__init__(name, argv, env, log_path, supervised=True, stop_timeout=STOP_TIMEOUT_S)
+        self.may_finish = may_finish  # exit 0 is the end of its run (the sim), not a failure
+        self.finish_reported = False
 
 
 def demo_token(path: Path) -> str:
@@ -180,31 +124,14 @@ def _stop_postgres(pg: EmbeddedPostgres, timeout: float = STOP_TIMEOUT_S) -> Non
     )
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
-        time.sleep(0.05)
-    raise DemoError(f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f} s")
+    if not wait_gone(pid, timeout):
+        raise DemoError(f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f} s")
 
 
 def masked_dsn(dsn: str) -> str:
     """The DSN with any password replaced by ``***`` (URL or key=value form)."""
     dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
     return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
-
-
-def pid_alive(pid: int) -> bool:
-    """True while the process runs (a zombie waiting for its reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
-def _fleet_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fleet.cli", *args]
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -217,14 +144,6 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _http_ok(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local http
-            return 200 <= int(resp.status) < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
 class DemoStack:
     """Start, watch and stop the services of the demo."""
 
@@ -234,7 +153,7 @@ class DemoStack:
         self.logs_dir = self.data_dir / "logs"
         self.pg: EmbeddedPostgres | None = None
         self.broker: MosquittoBroker | None = None
-        self.children: list[Child] = []
+        self.children: list[Service] = []
         self.dsn = ""
         self.token = ""
         self.creds: dict[str, str] = {}
@@ -270,9 +189,7 @@ class DemoStack:
             return  # the pid was reused by something else
         log.warning("stopping the Mosquitto left running by an earlier demo", extra={"pid": pid})
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_gone(pid, STOP_TIMEOUT_S)
 
     @staticmethod
     def _ensure_map_library() -> None:
@@ -347,32 +264,26 @@ class DemoStack:
 
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str], *, may_finish: bool = False
-    ) -> Child:
-        child = Child(name, argv, env, self.logs_dir / f"{name}.log", may_finish=may_finish)
+    ) -> Service:
+        child = Service(name, argv, env, self.logs_dir / f"{name}.log", may_finish=may_finish)
         self.children.append(child)
         child.start()
+        log.info("%s started", name, extra={"pid": child.pid, "log": str(child.log_path)})
         return child
 
-    def _wait_ready(self, child: Child, url: str, what: str) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            code = child.exit_code()
-            if code is not None:
-                raise DemoError(self._death_message(child, code))
-            if _http_ok(url):
-                return
-            time.sleep(POLL_S)
-        raise DemoError(
-            f"{child.name} did not become ready ({what}: {url}) within {READY_TIMEOUT_S:.0f} s; "
-            f"last lines of {child.log_path}:\n{child.tail()}"
-        )
+    @staticmethod
+    def _wait_ready(child: Service, url: str, what: str) -> None:
+        try:
+            child.wait_ready(url, READY_TIMEOUT_S, what)
+        except ChildError as exc:
+            raise DemoError(str(exc)) from None
 
     def _start_ingest(self) -> None:
         self.ingest_health_port = free_port()
         env = self._service_env("svc-ingest")
         env["FLEET_METRICS_PORT"] = str(self.ingest_health_port)
         env["FLEET_METRICS_BIND"] = "127.0.0.1"
-        child = self._spawn("ingest", _fleet_argv("ingest", "--no-migrate"), env)
+        child = self._spawn("ingest", fleet_argv("ingest", "--no-migrate"), env)
         self._wait_ready(
             child, f"http://127.0.0.1:{self.ingest_health_port}/healthz", "health endpoint"
         )
@@ -388,7 +299,7 @@ class DemoStack:
                 "FLEET_API_DEMO_TOKEN_ROLE": "viewer",
             }
         )
-        child = self._spawn("api", _fleet_argv("api", "--no-migrate"), env)
+        child = self._spawn("api", fleet_argv("api", "--no-migrate"), env)
         self._wait_ready(child, f"{self.local_base_url}/readyz", "readiness endpoint")
 
     def _start_sim(self) -> None:
@@ -397,7 +308,7 @@ class DemoStack:
         argv = sim_argv(
             o.vehicles, o.speedup, self.data_dir, o.sim_args, o.mqtt_tls_port, self.tls.ca_file
         )
-        self._spawn("sim", _fleet_argv(*argv), env, may_finish=True)
+        self._spawn("sim", fleet_argv(*argv), env, may_finish=True)
 
     # ---- run
     @property
@@ -427,8 +338,9 @@ class DemoStack:
                         child.name,
                     )
                 continue
-            if code is not None:
-                return self._death_message(child, code)
+            exited = child.exited()
+            if exited is not None:
+                return str(exited)
         if self.broker is not None and self.broker.proc is not None:
             code = self.broker.proc.poll()
             if code is not None:
@@ -437,11 +349,6 @@ class DemoStack:
         if self.pg is not None and not self.pg.is_running():
             return f"embedded PostgreSQL is no longer running; see {self.pg.log_path}"
         return None
-
-    @staticmethod
-    def _death_message(child: Child, code: int) -> str:
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        return f"{child.name} {how}; last lines of {child.log_path}:\n{child.tail()}"
 
     def watch(self, stopping: threading.Event) -> str | None:
         """Block until asked to stop (None) or a service dies (its message)."""
@@ -522,57 +429,3 @@ def run_demo(opts: DemoOptions) -> int:
         typer.echo("fleet demo: stopped; data kept in " + str(stack.data_dir))
         return 0
     return 1
-
-
-def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    @app.command("demo")
-    def demo_cmd(
-        data_dir: Annotated[
-            Path | None,
-            typer.Option(help="Where the database, broker and logs live (default FLEET_DATA_DIR)."),
-        ] = None,
-        port: Annotated[int, typer.Option(help="HTTP port of the API and the live map.")] = 8000,
-        mqtt_port: Annotated[
-            int, typer.Option(help="Plaintext MQTT port for the services (127.0.0.1 only).")
-        ] = 1883,
-        mqtt_tls_port: Annotated[
-            int, typer.Option(help="MQTT over TLS for the devices (on --bind).")
-        ] = 8883,
-        bind: Annotated[
-            str, typer.Option(help="Address the API and the broker listen on.")
-        ] = "127.0.0.1",
-        vehicles: Annotated[
-            int, typer.Option(min=1, help="Simulated vans (all routes together).")
-        ] = 300,
-        speedup: Annotated[
-            float,
-            typer.Option(
-                min=1.0,
-                help="1 = real time. Above 1 the sim replays the last hours faster until it "
-                "reaches the present, then ends (fixes are never stamped in the future).",
-            ),
-        ] = 1.0,
-        no_sim: Annotated[
-            bool, typer.Option("--no-sim", help="Do not start the simulator.")
-        ] = False,
-        sim_arg: Annotated[
-            list[str] | None,
-            typer.Option("--sim-arg", help="Extra argument passed to `fleet sim` (repeatable)."),
-        ] = None,
-    ) -> None:
-        """Run PostgreSQL, Mosquitto, ingest, the API and a simulated fleet; print the map URL."""
-        s = load(CommonSettings)
-        logs.configure(s.log_level, s.log_format)
-        opts = DemoOptions(
-            data_dir=data_dir or s.data_dir,
-            port=port,
-            mqtt_port=mqtt_port,
-            mqtt_tls_port=mqtt_tls_port,
-            bind=bind,
-            vehicles=vehicles,
-            speedup=speedup,
-            sim=not no_sim,
-            dsn=s.dsn,
-            sim_args=sim_arg or (),
-        )
-        raise typer.Exit(run_demo(opts))

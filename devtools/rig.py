@@ -71,8 +71,8 @@ class FaultRig:
         restart_postgres(self.pg)
 
     def kill_ingest(self) -> int:
-        assert self.ingest is not None and self.ingest.proc is not None
-        pid = self.ingest.proc.pid
+        assert self.ingest is not None and self.ingest.pid is not None
+        pid = self.ingest.pid
         self.ingest.kill()
         return pid
 

@@ -26,7 +26,6 @@ COMPONENTS: Final = (
     "tracker_sim.cli",
     "firmware_stub.cli",
     "api.cli",
-    "api.demo",
     "analytics.cli",
     "devtools.cli",
 )

@@ -96,10 +96,8 @@ class IngestProcess(IngestChild):
             },
             log_dir / "ingest.log",
             healthy_timeout=20,
+            stop_timeout=10,
         )
-
-    def stop(self, timeout: float = 10.0) -> None:
-        super().stop(timeout)
 
 
 @pytest.fixture

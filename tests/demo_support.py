@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from broker.runner import BrokerLayout
+from devtools.processes import ChildProcess, fleet_argv
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 
 
@@ -59,7 +59,7 @@ class DemoProcess:
         self.sim = sim
         self.extra = extra
         self.extra_env = env or {}
-        self.proc: subprocess.Popen[str] | None = None
+        self.child: ChildProcess | None = None
         self.stdout_lines: list[str] = []
         self.stderr_path = data_dir.parent / f"{data_dir.name}-demo.stderr"
         self._banner = threading.Event()
@@ -71,11 +71,12 @@ class DemoProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return None if self.child is None else self.child.proc
+
     def argv(self) -> list[str]:
-        args = [
-            sys.executable,
-            "-m",
-            "fleet.cli",
+        args = fleet_argv(
             "demo",
             "--data-dir",
             str(self.data_dir),
@@ -90,7 +91,7 @@ class DemoProcess:
             "--speedup",
             str(self.speedup),
             *self.extra,
-        ]
+        )
         if not self.sim:
             args.append("--no-sim")
         return args
@@ -98,18 +99,17 @@ class DemoProcess:
     def start(self, timeout: float = 120) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
         env.update(self.extra_env)
-        self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.stderr_path.open("w") as err:
-            self.proc = subprocess.Popen(
-                self.argv(), stdout=subprocess.PIPE, stderr=err, text=True, env=env
-            )
+        self.stderr_path.unlink(missing_ok=True)  # this run's stderr only
+        self.child = ChildProcess(
+            "fleet demo", self.argv(), env, self.stderr_path, stdout_pipe=True
+        )
+        self.child.start()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         deadline = time.monotonic() + timeout
         while not self._banner.wait(0.2):
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"fleet demo exited with {self.proc.returncode}:\n{self.stderr()}"
-                )
+            code = self.child.exit_code()
+            if code is not None:
+                raise AssertionError(f"fleet demo exited with {code}:\n{self.stderr()}")
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"fleet demo printed no banner in {timeout} s:\n{self.stderr()}"
@@ -117,7 +117,8 @@ class DemoProcess:
 
     def _read_stdout(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace")
             self.stdout_lines.append(line.rstrip("\n"))
             words = line.split()
             if len(words) >= 2 and words[0] in ("map", "token"):
@@ -141,25 +142,20 @@ class DemoProcess:
     def child_pid(self, name: str) -> int:
         """The pid of a supervised service, from the demo's ``<name> started pid=`` log line."""
         for line in self.stderr().splitlines():
-            if f"api.demo: {name} started" in line:
+            if f"devtools.demo: {name} started" in line:
                 return int(line.split("pid=")[1].split()[0])
         raise AssertionError(f"no `{name} started` line in the demo's log:\n{self.stderr()}")
 
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM (what Ctrl-C does) and wait; returns the exit code."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        assert self.child is not None
+        self.child.terminate()
+        return self.child.wait(timeout)
 
     def cleanup(self) -> None:
         """Whatever happened, leave no broker, database or service running."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.child is not None:
+            self.child.stop(30)
         pid_file = BrokerLayout(self.data_dir).pid_file
         with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -15,6 +12,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker.runner import MosquittoBroker
+from devtools.processes import ChildProcess, fleet_argv
 from fleet.contract import Fix, TopicKind, Validation, decode_telemetry, parse_topic
 
 
@@ -83,38 +81,19 @@ class Recorder:
         self.client.loop_stop()
 
 
-class SimProcess:
+class SimProcess(ChildProcess):
     """`fleet sim ...` as a subprocess, its output in a log file."""
 
     def __init__(self, args: list[str], log_path: Path) -> None:
-        self.log_path = log_path
         env = {**os.environ, "FLEET_LOG_LEVEL": "INFO"}
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fleet.cli", "sim", *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+        super().__init__("sim", fleet_argv("sim", *args), env, log_path)
+        self.start()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_text()
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.running()
 
     def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.kill()

@@ -21,10 +21,11 @@ import httpx
 import psycopg
 import pytest
 
-import api.demo as demo_module
-from api.demo import DemoError, DemoStack, masked_dsn, pid_alive
+import devtools.demo as demo_module
 from api.web_assets import WebAssetsError
 from broker.runner import BrokerLayout
+from devtools.demo import DemoError, DemoStack, masked_dsn
+from devtools.processes import pid_alive
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from tests.demo_support import DemoProcess, broker_running, demo_data_dir, wait_until
 from tests.mqtt_support import Publisher
@@ -67,7 +68,7 @@ def _van(demo: DemoProcess) -> dict[str, object] | None:
 def _stop_lines(stderr: str) -> list[str]:
     order = []
     for line in stderr.splitlines():
-        m = re.search(r"api\.demo: (.+?) stopped", line)
+        m = re.search(r"devtools\.demo: (.+?) stopped", line)
         if m:
             order.append(m.group(1))
     return order

@@ -190,7 +190,7 @@ def test_the_dsn_works_for_every_kind_of_consumer(pg_server: object) -> None:
     env = {**os.environ, "FLEET_DSN": pg.dsn}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=30)
     # fleet demo prints it masked: there is nothing to mask
-    from api.demo import masked_dsn  # noqa: PLC0415
+    from devtools.demo import masked_dsn  # noqa: PLC0415
 
     assert masked_dsn(pg.dsn) == pg.dsn
 
