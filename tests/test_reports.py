@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from analytics.reports import ReportError, ReportParams, render, run_report
+from analytics.reports import PUBLISHED, REPORTS, ReportError, ReportParams, render, run_report
 from broker.runner import MosquittoBroker
 from fleet.routes import load_routes
 from tests.analytics_support import Traversal, insert_traversals
@@ -120,6 +120,18 @@ def test_congestion_and_service_rows(db_dsn: str) -> None:
     ]
 
 
+def test_every_report_of_the_registry_has_its_columns(db_dsn: str) -> None:
+    with psycopg.connect(db_dsn) as conn:
+        _seed(conn)
+        for name, report in REPORTS.items():
+            rows = run_report(conn, name, _params(), offpeak_hours=range(24))
+            assert all(tuple(row) == report.columns for row in rows), name
+            assert render(rows, "csv", report.columns).splitlines()[0].split(",") == list(
+                report.columns
+            )
+    assert {r.name for r in PUBLISHED} == {"headways", "congestion", "service"}
+
+
 def test_bad_parameters_are_explained() -> None:
     with pytest.raises(ReportError, match="must be after"):
         _params(end=T0)
@@ -166,6 +178,14 @@ def test_cli_report_csv_json_and_output_file(db_dsn: str, tmp_path: Path) -> Non
         check=True,
     )
     assert len(json.loads(target.read_text())) == 3
+    hourly = subprocess.run(
+        [*base, "--by-hour", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert {r["hour"] for r in json.loads(hourly.stdout)} == {8}
     bad = subprocess.run(
         [*base[:-4], "--route", "NOPE"], check=False, capture_output=True, text=True, timeout=60
     )
@@ -207,6 +227,18 @@ def test_api_reports_json_and_csv(db_dsn: str, broker: MosquittoBroker) -> None:
         assert r.status_code == 200 and r.json()[0]["from_seq"] == 3
         r = httpx.get(f"{api.base}/api/v1/reports/service", params=q, headers=headers)
         assert r.json()[0]["active_vans"] == 3
+        # The variants: per local hour, and per H3 cell (none stored: the header alone).
+        r = httpx.get(
+            f"{api.base}/api/v1/reports/headways", params={**q, "by": "hour"}, headers=headers
+        )
+        assert {x["hour"] for x in r.json()} == {8}
+        r = httpx.get(
+            f"{api.base}/api/v1/reports/congestion",
+            params={**q, "level": "area", "format": "csv"},
+            headers=headers,
+        )
+        assert r.headers["content-disposition"] == 'attachment; filename="area-speeds.csv"'
+        assert r.text == ",".join(REPORTS["area"].columns) + "\n"
         r = httpx.get(
             f"{api.base}/api/v1/reports/headways", params={"from": "yesterday"}, headers=headers
         )
