@@ -26,6 +26,8 @@ COPY analytics ./analytics
 COPY api ./api
 COPY tracker_sim ./tracker_sim
 COPY firmware_stub ./firmware_stub
+# the developer tools (fleet demo, fleet bench ...): their commands are declared with the rest
+COPY devtools ./devtools
 COPY --from=web-assets /assets/vendor ./api/static/vendor
 RUN pip install . \
  && useradd --system --no-create-home --shell /usr/sbin/nologin fleet
