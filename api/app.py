@@ -46,9 +46,8 @@ from api.metrics import ApiMetrics
 from api.routes import alerts, config, health, live, routes, session, vehicles
 from api.routes.live import ConnectionQuota
 from api.sessions import SessionCookieWriter
-from api.settings import ApiSettings
 from api.tokens import Role, seed_token
-from fleet.settings import SettingsError
+from fleet.settings import ApiSettings, SettingsError
 
 __all__ = ["create_app"]
 

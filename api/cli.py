@@ -10,11 +10,10 @@ import psycopg
 import psycopg.errors
 import typer
 
-from api.settings import ApiSettings
 from api.tokens import Role, TokenError, create_token, list_tokens, revoke_token
 from broker.runner import BrokerLayout
 from fleet import logs
-from fleet.settings import CommonSettings, load
+from fleet.settings import ApiSettings, CommonSettings, load
 from fleet.storage.connect import resolve_dsn
 from fleet.storage.migrate import migrate
 

@@ -15,8 +15,8 @@ from api.live.hub import LiveHub
 from api.live.mqtt_feed import MqttFeed
 from api.metrics import ApiMetrics
 from api.sessions import SESSION_COOKIE, clear_cookie_header, cookie_header, queue_cookie
-from api.settings import ApiSettings
 from api.tokens import Role, TokenInfo
+from fleet.settings import ApiSettings
 
 __all__ = [
     "Admin",

@@ -6,7 +6,7 @@ import uvicorn
 
 from api import log_redaction
 from api.app import create_app
-from api.settings import ApiSettings
+from fleet.settings import ApiSettings
 
 __all__ = ["build_server"]
 

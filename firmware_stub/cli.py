@@ -8,10 +8,9 @@ from types import FrameType
 
 import typer
 
-from firmware_stub.settings import DeviceSettings
 from fleet import logs
 from fleet.contract import VEHICLE_ID_RE
-from fleet.settings import load
+from fleet.settings import DeviceSettings, load
 
 SAMPLE_LOG = Path(__file__).resolve().parent / "data" / "sample.nmea"
 

@@ -50,7 +50,7 @@ def subscriber_options(settings: IngestSettings) -> SubscriberOptions:
         port=settings.mqtt_port,
         username=settings.mqtt_username,
         password=settings.mqtt_password,
-        client_id=settings.client_id,
+        client_id=settings.mqtt_client_id,
         topics=[f"$share/{group}/{t}" if group else t for t in SUBSCRIPTIONS],
         qos=1,
         clean_start=False,

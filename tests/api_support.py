@@ -19,9 +19,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import ClientConnection, connect
 
 from api.server import build_server
-from api.settings import ApiSettings
 from api.tokens import Role, create_token
 from broker.runner import MosquittoBroker
+from fleet.settings import ApiSettings
 from fleet.storage.embedded import free_port
 
 

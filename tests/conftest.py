@@ -90,7 +90,7 @@ class IngestProcess(IngestChild):
                 "FLEET_MQTT_USERNAME": "svc-ingest",
                 "FLEET_MQTT_PASSWORD": broker.layout.service_credentials()["svc-ingest"],
                 "FLEET_METRICS_PORT": str(self.metrics_port),
-                "FLEET_CLIENT_ID": f"ingest-{uuid.uuid4().hex[:6]}",
+                "FLEET_MQTT_CLIENT_ID": f"ingest-{uuid.uuid4().hex[:6]}",
                 "FLEET_LOG_LEVEL": "INFO",
                 **env,
             },

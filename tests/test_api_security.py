@@ -23,9 +23,9 @@ from api import auth as auth_module
 from api.auth_limiter import FailedAuthLimiter, address_key
 from api.log_redaction import RedactSecrets, redact
 from api.sessions import SESSION_COOKIE, issue, mac_matches, parse
-from api.settings import ApiSettings
 from api.tokens import Role, digest
 from broker.runner import MosquittoBroker
+from fleet.settings import ApiSettings
 from fleet.storage.embedded import free_port
 from tests.api_support import (
     make_token,

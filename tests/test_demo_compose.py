@@ -17,10 +17,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from api.settings import ApiSettings
 from api.web_assets import LEAFLET_VERSION
 from fleet.cli import app
-from fleet.settings import CommonSettings, IngestSettings
+from fleet.settings import ApiSettings, CommonSettings, IngestSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"

@@ -1,6 +1,6 @@
 """One of two ingest workers on a shared subscription is killed and never comes back.
 
-Both workers share ``$share/<group>/...`` (FLEET_SHARE_GROUP, distinct FLEET_CLIENT_ID,
+Both workers share ``$share/<group>/...`` (FLEET_SHARE_GROUP, distinct FLEET_MQTT_CLIENT_ID,
 persistent sessions). Worker B is SIGKILLed mid-stream: what it had received but not
 committed, and what the broker keeps queueing for its session, never reaches it again.
 The devices resend every fix no receipt covered; worker A stores them (a resend that
@@ -26,8 +26,8 @@ def test_shared_subscription_worker_killed_for_good(broker, db_dsn, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     env = {"FLEET_SHARE_GROUP": group, "FLEET_ANALYTICS": "false"}
-    a = IngestProcess(broker, db_dsn, tmp_path / "a", FLEET_CLIENT_ID=f"{group}-a", **env)
-    b = IngestProcess(broker, db_dsn, tmp_path / "b", FLEET_CLIENT_ID=f"{group}-b", **env)
+    a = IngestProcess(broker, db_dsn, tmp_path / "a", FLEET_MQTT_CLIENT_ID=f"{group}-a", **env)
+    b = IngestProcess(broker, db_dsn, tmp_path / "b", FLEET_MQTT_CLIENT_ID=f"{group}-b", **env)
     a.start()
     b.start()
     try:

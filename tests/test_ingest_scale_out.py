@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_workers_split_the_load_and_survive_a_crash(broker, ingest_worker, tmp_path):
-    second = IngestProcess(broker, ingest_worker.dsn, tmp_path / "b", FLEET_CLIENT_ID="ingest-b")
+    second = IngestProcess(
+        broker, ingest_worker.dsn, tmp_path / "b", FLEET_MQTT_CLIENT_ID="ingest-b"
+    )
     (tmp_path / "b").mkdir()
     second.start()
     try:

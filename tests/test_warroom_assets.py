@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 
 from api import web_assets
 from api.app import create_app
-from api.settings import ApiSettings
 from api.web_assets import LEAFLET_VERSION, WebAssetsError, assets_installed, install_leaflet
+from fleet.settings import ApiSettings
 
 STATIC = Path(web_assets.__file__).resolve().parent / "static"
 ENTRY = STATIC / "app.js"

@@ -12,9 +12,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from websockets.exceptions import ConnectionClosed
 
 from api.app import create_app
-from api.settings import ApiSettings
 from api.tokens import Role
 from broker.runner import MosquittoBroker
+from fleet.settings import ApiSettings
 from tests.api_support import (
     Gateway,
     StalledClient,

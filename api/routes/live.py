@@ -17,7 +17,7 @@ from api.live.client import CLOSE_TRY_AGAIN_LATER, LiveClient
 from api.live.filters import FilterError, LiveFilter, parse_filter_message
 from api.live.frames import encode_frame
 from api.live.hub import LiveHub, now_ms
-from api.settings import ApiSettings
+from fleet.settings import ApiSettings
 
 __all__ = ["CLOSE_FORBIDDEN", "CLOSE_POLICY", "CLOSE_RATE_LIMITED", "ConnectionQuota", "router"]
 
