@@ -175,7 +175,7 @@ def run_ingest_bench(opts: BenchOptions, say: Callable[[str], None]) -> dict[str
                 "FLEET_MQTT_USERNAME": "svc-ingest",
                 "FLEET_MQTT_PASSWORD": target.ingest_password,
                 "FLEET_METRICS_PORT": str(free_port()),
-                "FLEET_CLIENT_ID": "bench-ingest",
+                "FLEET_MQTT_CLIENT_ID": "bench-ingest",
                 "FLEET_BATCH_MAX_FIXES": str(opts.batch_max_fixes),
                 "FLEET_BATCH_MAX_MS": str(opts.batch_max_ms),
                 "FLEET_LOG_LEVEL": "WARNING",

@@ -48,7 +48,7 @@ class FaultRig:
             "FLEET_MQTT_USERNAME": "svc-ingest",
             "FLEET_MQTT_PASSWORD": self.creds["svc-ingest"],
             "FLEET_METRICS_PORT": str(free_port()),
-            "FLEET_CLIENT_ID": "faults-ingest",
+            "FLEET_MQTT_CLIENT_ID": "faults-ingest",
             "FLEET_LOG_LEVEL": "INFO",
             "FLEET_ANALYTICS": "false",
             **self._ingest_env,
