@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -43,7 +41,7 @@ from api.live.hub import LiveHub
 from api.live.mqtt_feed import MqttFeed
 from api.live.state import LiveState
 from api.metrics import ApiMetrics
-from api.routes import alerts, config, health, live, routes, session, vehicles
+from api.routes import alerts, config, gtfs, health, live, reports, routes, session, vehicles
 from api.routes.live import ConnectionQuota
 from api.sessions import SessionCookieWriter
 from api.tokens import Role, seed_token
@@ -54,7 +52,7 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
-OPTIONAL_ROUTERS: Final = ("api.routes.reports", "api.routes.gtfs")  # analytics engineer's
+API_PREFIX: Final = "/api/v1"  # the REST API's version, for every router under it
 STARTUP_RETRY_S: Final = 2.0
 
 
@@ -209,14 +207,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.auth = Authenticator(limiter, metrics, settings.api_session_ttl_s)
     app.state.ws_quota = ConnectionQuota(settings.ws_max_per_token)
     install_error_handlers(app)
-    for module in (health, session, config, vehicles, routes, alerts, live):
-        app.include_router(module.router)
+    viewer = [Depends(require_viewer)]
+    for module in (session, config, vehicles, routes, alerts):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(reports.router, prefix=API_PREFIX, dependencies=viewer)
+    # Outside the versioned API: probes, the websocket, the GTFS feed's conventional path.
+    app.include_router(health.router)
+    app.include_router(live.router)
+    app.include_router(gtfs.router, dependencies=viewer)
     if settings.api_metrics_port is None:  # else on a listener of its own (lifespan)
         app.include_router(health.metrics_router)
-    for name in OPTIONAL_ROUTERS:
-        if importlib.util.find_spec(name) is not None:
-            optional = importlib.import_module(name)
-            app.include_router(optional.router, dependencies=[Depends(require_viewer)])
     if (STATIC_DIR / "index.html").exists():
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="war-room")
     app.add_middleware(_KeepRawSend)

@@ -1,4 +1,4 @@
-"""An API that holds (issue 9): tokens only in headers, page sessions, the failed-auth
+"""An API that holds: tokens only in headers, page sessions, the failed-auth
 limit, validated queries, the body limit, the per-token websocket cap, /metrics, logs.
 
 Unit tests first (no servers), then against a real app, broker and database.

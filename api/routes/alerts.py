@@ -11,7 +11,7 @@ from api.live.alerts import fetch_alerts
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 
 @router.get("", summary="Alerts, newest first (empty until analytics creates the table)")

@@ -10,7 +10,7 @@ from api.deps import Settings, Viewer
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["config"])
+router = APIRouter(tags=["config"])
 
 
 @router.get("/config", summary="Map tiles and live-push timing for clients")

@@ -38,7 +38,7 @@ from api.routes.gtfs import freeflow_speeds
 
 __all__ = ["MAX_REPORT_SPAN", "router"]
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(prefix="/reports", tags=["reports"])
 
 MAX_REPORT_SPAN: Final = timedelta(days=366)
 API_FORMAT: Final = "json"

@@ -13,7 +13,7 @@ from api.errors import ApiError
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/routes", tags=["routes"])
+router = APIRouter(prefix="/routes", tags=["routes"])
 
 
 @cache

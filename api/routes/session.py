@@ -20,7 +20,7 @@ from api.tokens import Role
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/session", tags=["session"])
+router = APIRouter(prefix="/session", tags=["session"])
 
 
 async def _bearer_caller(request: Request, _bearer: BearerScheme) -> Caller:

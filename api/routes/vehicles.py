@@ -19,7 +19,7 @@ from fleet.contract import Command, cmd_topic
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/vehicles", tags=["vehicles"])
+router = APIRouter(prefix="/vehicles", tags=["vehicles"])
 
 MAX_TRACK_POINTS = 50_000
 MAX_TRACK_SPAN = timedelta(days=7)
