@@ -107,6 +107,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             "from FLEET_MQTT_PASSWORD and FLEET_GATEWAY_PASSWORD).",
         ),
         gateway_password: str = typer.Option(None, envvar="FLEET_GATEWAY_PASSWORD", hidden=True),
+        receipts: bool = typer.Option(
+            True,
+            "--receipts/--no-receipts",
+            help="Ingest sends storage receipts and the generators keep every fix until one "
+            "covers it (--no-receipts: neither; a success PUBACK counts).",
+        ),
     ) -> None:
         """Measure sustained ingest rate, publish→commit latency, loss and duplicates."""
         from devtools.bench_ingest import BenchOptions, run_ingest_bench  # noqa: PLC0415
@@ -124,6 +130,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             dsn=dsn,
             mqtt_port=mqtt_port,
             mqtt_password=gateway_password,
+            receipts=receipts,
         )
         f = run_ingest_bench(opts, typer.echo)
         typer.echo(
