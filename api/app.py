@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mimetypes
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,6 +51,10 @@ from fleet.settings import ApiSettings, SettingsError
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+# The page is native ES modules: browsers refuse a module served with another MIME type,
+# so do not leave it to the host's /etc/mime.types.
+mimetypes.add_type("text/javascript", ".js")
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 API_PREFIX: Final = "/api/v1"  # the REST API's version, for every router under it

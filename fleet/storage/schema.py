@@ -210,7 +210,7 @@ SELECT add_retention_policy('passages', INTERVAL '{retain_for}', if_not_exists =
 SELECT add_retention_policy('segment_traversals', INTERVAL '{retain_for}', if_not_exists => TRUE);
 """,
     # Plain PostgreSQL: the same rollup as a table, refreshed by the analytics loop
-    # (ingest.analytics.congestion.refresh_segment_speeds, date_bin).
+    # (analytics.congestion.refresh_segment_speeds, date_bin).
     plain_sql="""
 CREATE TABLE IF NOT EXISTS segment_speeds (
     bucket            timestamptz NOT NULL,
