@@ -17,9 +17,9 @@ import psycopg
 
 from analytics.settings import AnalyticsSettings
 from broker.runner import MosquittoBroker
-from tests.analytics_support import match_passages, observable_truth
-from tests.conftest import IngestProcess
-from tests.sim_support import SimProcess
+from tests.fixtures.analytics import match_passages, observable_truth
+from tests.fixtures.ingest import IngestProcess
+from tests.fixtures.sim import SimProcess
 from tracker_sim.truth import TruthTable
 
 

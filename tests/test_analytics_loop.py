@@ -17,7 +17,7 @@ from fleet.contract import Fix
 from fleet.routes import load_routes
 from fleet.settings import SettingsError
 from fleet.storage.schema import MIGRATIONS, TimescalePolicy
-from tests.analytics_support import PAST_DAY_HORIZON, insert_fixes, simulate
+from tests.fixtures.analytics import PAST_DAY_HORIZON, insert_fixes, simulate
 
 ROUTES = load_routes()
 

@@ -14,7 +14,7 @@ import pytest
 from analytics.loop import AnalyticsLoop
 from analytics.settings import AnalyticsSettings
 from fleet.routes import load_routes
-from tests.analytics_support import (
+from tests.fixtures.analytics import (
     PAST_DAY_HORIZON,
     insert_fixes,
     match_passages,

@@ -16,8 +16,9 @@ from api.tokens import Role
 from broker.runner import MosquittoBroker
 from fleet.cli import app as fleet_app
 from fleet.routes import load_routes
-from tests.api_support import Gateway, make_token, now_ms, running_api, wait_for
-from tests.mqtt_support import add_device
+from tests.fixtures.api import Gateway, make_token, now_ms, running_api
+from tests.fixtures.mqtt import add_device
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -27,13 +27,8 @@ from api.tokens import Role, digest
 from broker.runner import MosquittoBroker
 from fleet.settings import ApiSettings
 from fleet.storage.embedded import free_port
-from tests.api_support import (
-    make_token,
-    recv_json,
-    running_api,
-    wait_for,
-    ws_connect,
-)
+from tests.fixtures.api import make_token, recv_json, running_api, ws_connect
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

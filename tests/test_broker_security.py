@@ -17,7 +17,8 @@ from broker.runner import MosquittoBroker, TlsListener
 from broker.tls import LocalCa, ensure_local_tls
 from fleet.contract import cmd_topic, receipt_topic, telemetry_topic
 from fleet.storage.embedded import free_port
-from tests.mqtt_support import add_device, wait_for
+from tests.fixtures.mqtt import add_device
+from tests.fixtures.waiting import wait_for
 
 NOT_AUTHORIZED = 0x87
 
@@ -187,7 +188,7 @@ def test_a_broker_with_another_certificate_is_refused(tls_broker, tmp_path: Path
 
 def test_the_reference_agent_uploads_over_tls(tls_broker, tmp_path: Path) -> None:
     """`fleet device run --ca-file`: the whole queue reaches the platform over TLS."""
-    from tests.firmware_support import Subscriber, drive_lines, now_ms, run_agent  # noqa: PLC0415
+    from tests.fixtures.firmware import Subscriber, drive_lines, now_ms, run_agent  # noqa: PLC0415
 
     broker, ca_file = tls_broker
     assert broker.tls is not None

@@ -27,8 +27,9 @@ from broker.runner import BrokerLayout
 from devtools.demo import DemoError, DemoStack, masked_dsn
 from devtools.processes import pid_alive
 from fleet.storage.embedded import EmbeddedPostgres, free_port
-from tests.demo_support import DemoProcess, broker_running, demo_data_dir, wait_until
-from tests.mqtt_support import Publisher
+from tests.fixtures.demo import DemoProcess, broker_running, demo_data_dir
+from tests.fixtures.mqtt import Publisher
+from tests.fixtures.waiting import wait_for
 
 VAN = "pp-demo-test"
 VAN_PASSWORD = "demo-test-secret"
@@ -94,7 +95,7 @@ def test_demo_serves_the_map_stops_in_reverse_order_and_keeps_data(data_dir: Pat
 
     ts = int(time.time() * 1000)
     _publish_fix(demo, ts)
-    wait_until(lambda: _van(demo) is not None, 20, "the van in /api/v1/vehicles")
+    wait_for(lambda: _van(demo) is not None, 20, "the van in /api/v1/vehicles")
 
     # SIGTERM (= Ctrl-C): exit 0, services stopped in reverse start order, nothing left
     assert demo.terminate() == 0
@@ -147,7 +148,7 @@ def test_a_new_run_takes_over_after_the_demo_was_killed(data_dir: Path) -> None:
     demo.proc.kill()  # SIGKILL: no chance to stop anything in order
     demo.proc.wait()
     # the Python services die with it (parent-death signal) ...
-    wait_until(lambda: not any(pid_alive(p) for p in services), 30, "services to exit")
+    wait_for(lambda: not any(pid_alive(p) for p in services), 30, "services to exit")
     # ... while the broker and the database are still there
     assert broker_running(data_dir), demo.stderr()
     assert EmbeddedPostgres(data_dir / "postgres").is_running(), demo.stderr()
@@ -177,7 +178,7 @@ def test_with_fleet_dsn_the_demo_uses_that_database(data_dir: Path, db_dsn: str)
         assert demo.dsn == db_dsn
         assert not (data_dir / "postgres").exists()  # no embedded server
         _publish_fix(demo, int(time.time() * 1000))
-        wait_until(lambda: _van(demo) is not None, 20, "the van in /api/v1/vehicles")
+        wait_for(lambda: _van(demo) is not None, 20, "the van in /api/v1/vehicles")
     finally:
         assert demo.terminate() == 0
     assert "embedded PostgreSQL" not in _stop_lines(demo.stderr())

@@ -22,7 +22,7 @@ from devtools.crash import kill_postmaster, restart_postgres
 from devtools.scenario import Scenario
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
-from tests.conftest import IngestProcess
+from tests.fixtures.ingest import IngestProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

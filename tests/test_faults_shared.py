@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from devtools.scenario import Scenario
-from tests.conftest import IngestProcess
+from tests.fixtures.ingest import IngestProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

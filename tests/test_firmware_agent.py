@@ -12,22 +12,22 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker.runner import MosquittoBroker
 from fleet.contract import MAX_BATCH_FIXES, MAX_PAYLOAD_BYTES, Command, cmd_topic
-from tests.firmware_support import (
+from tests.fixtures.firmware import (
     AgentHarness,
     Subscriber,
-    add_device,
     drive_lines,
     epoch,
+    new_device,
     now_ms,
     retained_status,
     track_point,
-    wait_for,
 )
+from tests.fixtures.waiting import wait_for
 
 
 @pytest.fixture
 def device(broker: MosquittoBroker) -> tuple[str, str]:
-    return add_device(broker)
+    return new_device(broker)
 
 
 @pytest.fixture

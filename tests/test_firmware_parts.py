@@ -21,7 +21,7 @@ from firmware_stub.fix_queue import FixQueue, QueueError
 from firmware_stub.sources import ReplayPacer, SourceError, open_source
 from firmware_stub.uploader import UplinkConfig, build_batch
 from fleet.contract import MAX_BATCH_FIXES, MAX_PAYLOAD_BYTES, Fix, TopicKind, decode_telemetry
-from tests.firmware_support import LENIENT, drive_lines, now_ms
+from tests.fixtures.firmware import LENIENT, drive_lines, now_ms
 
 # -- the queue ---------------------------------------------------------------------------
 

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 
 from broker.runner import MosquittoBroker
-from tests.firmware_support import (
+from tests.fixtures.firmware import (
     FreezableProxy,
     Subscriber,
-    add_device,
     drive_lines,
+    new_device,
     now_ms,
     queue_stats,
     retained_status,
     run_agent,
-    wait_for,
 )
+from tests.fixtures.waiting import wait_for
 
 SAMPLE = Path(__file__).resolve().parent.parent / "firmware_stub" / "data" / "sample.nmea"
 SAMPLE_FIXES = 629  # epochs of the sample log that survive the filters (see test_nmea)
@@ -28,7 +28,7 @@ SAMPLE_FIXES = 629  # epochs of the sample log that survive the filters (see tes
 
 @pytest.fixture
 def device(broker: MosquittoBroker) -> tuple[str, str]:
-    return add_device(broker)
+    return new_device(broker)
 
 
 @pytest.fixture

@@ -19,24 +19,24 @@ import pytest
 
 from broker.runner import BrokerError, MosquittoBroker
 from firmware_stub.fix_queue import FixQueue
-from tests.conftest import IngestProcess
-from tests.firmware_support import (
+from tests.fixtures.firmware import (
     AgentHarness,
     FreezableProxy,
     Subscriber,
-    add_device,
     drive_lines,
+    new_device,
     now_ms,
     publish_receipt,
     queued_seqs,
-    wait_for,
 )
-from tests.mqtt_support import count
+from tests.fixtures.ingest import IngestProcess
+from tests.fixtures.postgres import count
+from tests.fixtures.waiting import wait_for
 
 
 @pytest.fixture
 def device(broker: MosquittoBroker) -> tuple[str, str]:
-    return add_device(broker)
+    return new_device(broker)
 
 
 def prefill(path: Path, n: int, start_ms: int | None = None) -> list[int]:

@@ -21,7 +21,7 @@ from mqtt5 import (
     Publisher,
     SubscriberOptions,
 )
-from tests.mqtt_support import wait_for
+from tests.fixtures.waiting import wait_for
 from tracker_sim.gateway_link import GatewayLink
 from tracker_sim.links import Credentials, LinkError
 

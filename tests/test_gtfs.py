@@ -25,8 +25,8 @@ from analytics.settings import AnalyticsSettings
 from broker.runner import MosquittoBroker
 from fleet.contract import Fix
 from fleet.routes import load_routes
-from tests.analytics_support import insert_fixes, insert_traversals, simulate
-from tests.api_support import make_token, running_api
+from tests.fixtures.analytics import insert_fixes, insert_traversals, simulate
+from tests.fixtures.api import make_token, running_api
 
 ROUTES = load_routes()
 

@@ -10,7 +10,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fleet.contract import Fix, cmd_topic, encode_fix, telemetry_topic
-from tests.mqtt_support import Publisher, add_device, count, wait_for
+from tests.fixtures.mqtt import Publisher, add_device
+from tests.fixtures.postgres import count
+from tests.fixtures.waiting import wait_for
 
 
 def test_each_kind_of_garbage_gets_its_own_reason_and_work_goes_on(broker, ingest_worker):

@@ -7,7 +7,9 @@ import random
 import time
 
 from fleet.contract import Fix, encode_batch, encode_fix, telemetry_topic
-from tests.mqtt_support import Publisher, add_device, count, wait_for
+from tests.fixtures.mqtt import Publisher, add_device
+from tests.fixtures.postgres import count
+from tests.fixtures.waiting import wait_for
 
 
 def _fixes(n: int, start_ms: int) -> list[Fix]:

@@ -10,76 +10,23 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from broker.runner import MosquittoBroker
-from fleet.contract import Fix, encode_fix, telemetry_topic
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
-from tests.conftest import IngestProcess
-from tests.mqtt_support import Publisher, wait_for
-
-RATE = 2000
-DURATION_S = 20.0
-VANS = 20
+from tests.fixtures.ingest import (
+    DURATION_S,
+    RATE,
+    IngestProcess,
+    assert_every_acked_fix_stored_once,
+    stream,
+)
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def stream(broker: MosquittoBroker, faults: list[tuple[float, Callable[[], None]]]) -> Publisher:
-    """Publish RATE fixes/s for DURATION_S, running each fault at its offset (seconds)."""
-    pub = Publisher(broker.port, "svc-gateway", broker.creds["svc-gateway"], client_id="gw-fault")
-    start_ms = int(time.time() * 1000) - 60_000
-    t0 = time.monotonic()
-    pending = sorted(faults, key=lambda f: f[0])
-    threads = []
-    i = 0
-    total = int(RATE * DURATION_S)
-    while i < total:
-        elapsed = time.monotonic() - t0
-        while pending and elapsed >= pending[0][0]:
-            _, fn = pending.pop(0)
-            th = threading.Thread(target=fn)
-            th.start()
-            threads.append(th)
-        due = min(total, int(elapsed * RATE) + 1)
-        while i < due:
-            van = i % VANS
-            fix = Fix(ts=start_ms + i, lat=-5.13 - van * 1e-3, lon=119.42, seq=i, route="B1")
-            pub.publish(
-                telemetry_topic(f"PP-{van:03d}"), encode_fix(fix), tag=(f"PP-{van:03d}", fix.ts)
-            )
-            i += 1
-        time.sleep(0.005)
-    for th in threads:
-        th.join()
-    return pub
-
-
-def assert_every_acked_fix_stored_once(pub: Publisher, dsn: str, timeout: float = 90) -> int:
-    acked = set(pub.acked_tags())
-    assert len(acked) > 0.5 * RATE * DURATION_S, f"only {len(acked)} PUBACKs"
-
-    def stored() -> set[tuple[str, int]]:
-        with psycopg.connect(dsn) as conn:
-            rows = conn.execute(
-                "SELECT vehicle_id, (extract(epoch FROM ts) * 1000)::bigint FROM positions"
-            ).fetchall()
-        return {(r[0], int(r[1])) for r in rows}
-
-    wait_for(lambda: acked <= stored(), timeout, "every acknowledged fix to be stored", 0.5)
-    with psycopg.connect(dsn) as conn:
-        rows, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT (vehicle_id, ts)) FROM positions"
-        ).fetchone()
-    assert rows == distinct
-    return len(acked)
 
 
 def test_kill_ingest_twice_mid_stream(broker, ingest_worker):

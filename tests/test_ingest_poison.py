@@ -25,7 +25,9 @@ from fleet.settings import IngestSettings
 from ingest.metrics import IngestMetrics
 from ingest.worker import IngestWorker
 from ingest.writer import BatchWriter, Item
-from tests.mqtt_support import Publisher, add_device, count, wait_for
+from tests.fixtures.mqtt import Publisher, add_device
+from tests.fixtures.postgres import count
+from tests.fixtures.waiting import wait_for
 
 
 def _now_ms() -> int:

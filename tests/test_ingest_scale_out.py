@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import IngestProcess
-from tests.test_ingest_faults import assert_every_acked_fix_stored_once, stream
+from tests.fixtures.ingest import IngestProcess, assert_every_acked_fix_stored_once, stream
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from broker.runner import wait_for_port
 from fleet.contract import telemetry_topic
 from fleet.storage.embedded import free_port
-from tests.mqtt_support import wait_for
+from tests.fixtures.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

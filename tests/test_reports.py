@@ -17,8 +17,8 @@ import pytest
 from analytics.reports import PUBLISHED, REPORTS, ReportError, ReportParams, render, run_report
 from broker.runner import MosquittoBroker
 from fleet.routes import load_routes
-from tests.analytics_support import Traversal, insert_traversals
-from tests.api_support import make_token, running_api
+from tests.fixtures.analytics import Traversal, insert_traversals
+from tests.fixtures.api import make_token, running_api
 
 ROUTE = load_routes()["B"]
 T0 = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # 08:00 WITA

@@ -15,8 +15,8 @@ import pytest
 from broker.runner import MosquittoBroker
 from fleet.geometry import LocalProjection, haversine_m
 from fleet.routes import load_routes
-from tests.mqtt_support import wait_for
-from tests.sim_support import SimProcess
+from tests.fixtures.sim import SimProcess
+from tests.fixtures.waiting import wait_for
 
 WITA = dt.timezone(dt.timedelta(hours=8))
 BUCKET_S = 10

@@ -14,8 +14,8 @@ import pytest
 from broker.runner import MosquittoBroker
 from fleet.routes import load_routes
 from fleet.storage.embedded import free_port
-from tests.mqtt_support import wait_for
-from tests.sim_support import Recorder, SimProcess
+from tests.fixtures.sim import Recorder, SimProcess
+from tests.fixtures.waiting import wait_for
 from tracker_sim.device_credentials import provision_devices
 from tracker_sim.links import Credentials
 from tracker_sim.parameters import SimConfig

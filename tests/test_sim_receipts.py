@@ -18,9 +18,10 @@ import pytest
 from broker.runner import MosquittoBroker
 from devtools.loadgen import LoadGenerator
 from fleet.routes import load_routes
-from tests.conftest import IngestProcess
-from tests.mqtt_support import count, wait_for
-from tests.sim_support import Recorder
+from tests.fixtures.ingest import IngestProcess
+from tests.fixtures.postgres import count
+from tests.fixtures.sim import Recorder
+from tests.fixtures.waiting import wait_for
 from tracker_sim.links import Credentials
 from tracker_sim.runner import SimOptions, SimStats, run_simulation
 

@@ -32,8 +32,8 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from broker.runner import BrokerLayout
-from tests.analytics_support import insert_traversals
-from tests.demo_support import DemoProcess, demo_data_dir
+from tests.fixtures.analytics import insert_traversals
+from tests.fixtures.demo import DemoProcess, demo_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"

@@ -15,7 +15,7 @@ from api.app import create_app
 from api.tokens import Role
 from broker.runner import MosquittoBroker
 from fleet.settings import ApiSettings
-from tests.api_support import (
+from tests.fixtures.api import (
     Gateway,
     StalledClient,
     make_token,
@@ -23,10 +23,10 @@ from tests.api_support import (
     recv_json,
     recv_until,
     running_api,
-    wait_for,
     ws_connect,
 )
-from tests.mqtt_support import add_device
+from tests.fixtures.mqtt import add_device
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
