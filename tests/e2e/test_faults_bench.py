@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LAST_LINE = re.compile(
     r"^generated=(\d+) confirmed=(\d+) stored=(\d+) lost=(\d+) dup_rows=(\d+) drain_s=[\d.]+$"
 )

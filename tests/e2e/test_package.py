@@ -20,7 +20,7 @@ from fleet.contract import telemetry_topic
 from fleet.storage.embedded import free_port
 from tests.fixtures.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ from broker.runner import BrokerLayout
 from tests.fixtures.analytics import insert_traversals
 from tests.fixtures.demo import DemoProcess, demo_data_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TEST_VAN = "pp-test-killed"

@@ -60,7 +60,7 @@ def test_passages_and_cv_match_truth(
     assert late_fixes > 50, "the run must include store-and-forward backlogs"
     # A passage is confirmed from fixes before and after the checkpoint's dead band:
     # passages in the first minute or the last two minutes of a van's data cannot be
-    # (see analytics_support.observable_truth).
+    # (see tests.fixtures.analytics.observable_truth).
     truth = observable(run)
     windows = observable_windows(run)
     m = match_passages(truth, detected)

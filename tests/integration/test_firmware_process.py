@@ -22,7 +22,7 @@ from tests.fixtures.firmware import (
 )
 from tests.fixtures.waiting import wait_for
 
-SAMPLE = Path(__file__).resolve().parent.parent / "firmware_stub" / "data" / "sample.nmea"
+SAMPLE = Path(__file__).resolve().parents[2] / "firmware_stub" / "data" / "sample.nmea"
 SAMPLE_FIXES = 629  # epochs of the sample log that survive the filters (see test_nmea)
 
 
@@ -155,7 +155,7 @@ def test_stdin_pipe_sample_log_end_to_end(
         env = {**os.environ, "FLEET_MQTT_PASSWORD": password, "FLEET_DEVICE_ID": vid}
         env["FLEET_DEVICE_QUEUE"] = str(tmp_path / "q.sqlite3")
         env["FLEET_MQTT_PORT"] = str(broker.port)
-        fleet = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "fleet"
+        fleet = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "fleet"
         out = subprocess.run(
             [str(fleet), "device", "run", "--nmea", "-", "--interval", "1", "--route", "B1"],
             stdin=stdin,

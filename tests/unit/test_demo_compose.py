@@ -21,7 +21,7 @@ from api.web_assets import LEAFLET_VERSION
 from fleet.cli import app
 from fleet.settings import ApiSettings, CommonSettings, IngestSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 

@@ -95,7 +95,7 @@ def test_queued_fixes_survive_kill_9(tmp_path: Path) -> None:
         capture_output=True,
         timeout=120,
         check=False,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == -signal.SIGKILL
     reported = len(proc.stdout.splitlines())

@@ -15,7 +15,7 @@ import pytest
 
 import fleet.cli as cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("api", "ingest", "broker", "tracker_sim", "firmware_stub", "analytics")
 
 

@@ -18,7 +18,7 @@ from firmware_stub.nmea import (
     with_checksum,
 )
 
-SAMPLE = Path(__file__).resolve().parent.parent / "firmware_stub" / "data" / "sample.nmea"
+SAMPLE = Path(__file__).resolve().parents[2] / "firmware_stub" / "data" / "sample.nmea"
 
 # Real-world sentences: the NMEA reference examples, u-blox manuals, a u-blox M8 (GN
 # talker, western hemisphere), a Trimble DGPS receiver with a station id, and the
