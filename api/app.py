@@ -150,15 +150,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.pool, app.state.hub, app.state.feed = pool, hub, feed
     app.state.commands = commands
+    app.state.alert_poller = alert_poller = AlertPoller(pool, hub, settings.alerts_poll_s)
     metrics.mqtt_connected.set_function(lambda: 1.0 if feed.connected.is_set() else 0.0)
     feed.start()
     commands.start()
     tasks = [
         asyncio.create_task(hub.run(), name="live-hub"),
         asyncio.create_task(_startup_database_work(pool, state, settings), name="db-startup"),
-        asyncio.create_task(
-            AlertPoller(pool, hub, settings.alerts_poll_s).run(), name="alert-poller"
-        ),
+        asyncio.create_task(alert_poller.run(), name="alert-poller"),
     ]
     try:
         yield

@@ -96,6 +96,11 @@ class AlertPoller:
         self.interval_s = interval_s
         self.last_id: int | None = None
 
+    @property
+    def primed(self) -> bool:
+        """Whether it knows the ``max(id)`` it pushes after (older rows are never pushed)."""
+        return self.last_id is not None
+
     async def run(self) -> None:
         while True:
             delay = self.interval_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
@@ -260,30 +261,45 @@ def test_status_events_offline_and_stale(db_dsn: str, broker: MosquittoBroker) -
     gw.close()
 
 
-def test_alerts_are_pushed_when_the_table_exists(db_dsn: str, broker: MosquittoBroker) -> None:
+def _insert_alert(dsn: str, vehicle_id: str, *, resolved: bool = False) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "INSERT INTO alerts (kind, route, direction, vehicle_id, other_vehicle_id,"
+            " lat, lon, detail, resolved_at)"
+            " VALUES ('bunching', 'B1', 0, %s, 'v2', -5.1, 119.4, '{\"gap_s\": 20}',"
+            " CASE WHEN %s THEN now() END) RETURNING id",
+            (vehicle_id, resolved),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_new_alerts_are_pushed_and_older_ones_are_not(db_dsn: str, broker: MosquittoBroker) -> None:
+    """On the migrated ``alerts`` table: the poller starts after the newest row there is,
+    then pushes every new row (open or resolved) once, in id order; REST's ``active``
+    filter uses the table's ``resolved_at``."""
     token = make_token(db_dsn, Role.VIEWER)
     gw = Gateway(broker)
-    with psycopg.connect(db_dsn) as conn:  # the analytics table's shape (its migration owns it)
-        conn.execute("""CREATE TABLE IF NOT EXISTS alerts (
-            id bigserial PRIMARY KEY, kind text, route text, direction int, vehicle_id text,
-            other_vehicle_id text, lat double precision, lon double precision,
-            created_at timestamptz DEFAULT now(), resolved_at timestamptz, detail jsonb)""")
+    before = _insert_alert(db_dsn, "v-old")
     with running_api(db_dsn, broker, alerts_poll_s=0.2) as api:
         ws = ws_connect(api, token)
         assert recv_json(ws)["type"] == "snapshot"
-        wait_for(lambda: api.hub().metrics is not None, 1, "hub")
-        time.sleep(0.5)  # the poller first learns the current max(id)
-        with psycopg.connect(db_dsn) as conn:
-            conn.execute(
-                "INSERT INTO alerts (kind, route, direction, vehicle_id, other_vehicle_id,"
-                " lat, lon, detail)"
-                " VALUES ('bunching', 'B1', 0, 'v1', 'v2', -5.1, 119.4, '{\"gap_s\": 20}')"
-            )
-        frame = recv_until(ws, lambda f: f["type"] == "alert", 5)
-        alert = frame["alert"]
-        assert alert["kind"] == "bunching" and alert["vehicle_id"] == "v1"
-        assert alert["other_vehicle_id"] == "v2" and alert["detail"] == {"gap_s": 20}
-        assert abs(alert["created_at"] - now_ms()) < 60_000
+        poller = api.app.state.alert_poller
+        wait_for(lambda: poller.primed, 10, "the alert poller to learn max(id)")
+        assert poller.last_id == before
+        opened = _insert_alert(db_dsn, "v1")
+        resolved = _insert_alert(db_dsn, "v3", resolved=True)
+        first = recv_until(ws, lambda f: f["type"] == "alert", 5)["alert"]
+        second = recv_until(ws, lambda f: f["type"] == "alert", 5)["alert"]
+        assert [first["id"], second["id"]] == [opened, resolved]  # v-old: never pushed
+        assert first["kind"] == "bunching" and first["vehicle_id"] == "v1"
+        assert first["other_vehicle_id"] == "v2" and first["detail"] == {"gap_s": 20}
+        assert abs(first["created_at"] - now_ms()) < 60_000
+        with httpx.Client(base_url=api.base, headers={"Authorization": f"Bearer {token}"}) as c:
+            every = [a["id"] for a in c.get("/api/v1/alerts").json()]
+            active = [a["id"] for a in c.get("/api/v1/alerts?active=true").json()]
+        assert every == [resolved, opened, before]
+        assert active == [opened, before]
     gw.close()
 
 
