@@ -108,8 +108,8 @@ def test_no_client_id_takeover_and_the_victims_queued_command_survives(
     assert b.subscribe(cmd_topic("PP-B")) < 0x80
     b.close()
     api = Client(broker.port, "svc-api", broker.creds["svc-api"], f"api-{time.monotonic_ns()}")
-    api.c.publish(cmd_topic("PP-B"), b'{"cmd": "set_interval", "interval_s": 5}', qos=1)
-    time.sleep(0.2)
+    info = api.c.publish(cmd_topic("PP-B"), b'{"cmd": "set_interval", "interval_s": 5}', qos=1)
+    info.wait_for_publish(10)  # queued for B's session once the broker acknowledged it
     api.close()
 
     # A, with valid credentials of its own, tries B's client id and the ingest worker's
