@@ -74,7 +74,7 @@ def _connect(
     port: int, user: str, password: str
 ) -> tuple[mqtt.Client, list[mqtt.MQTTMessage], object]:
     got: list[mqtt.MQTTMessage] = []
-    result: dict[str, object] = {}
+    result: dict[str, object] = {"subacks": []}
     c = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=f"acl-{user}-{time.monotonic_ns()}" if user.startswith("svc-") else user,
@@ -83,6 +83,8 @@ def _connect(
     c.username_pw_set(user, password)
     c.on_message = lambda cl, u, m: got.append(m)
     c.on_connect = lambda cl, u, f, rc, p: result.setdefault("rc", rc)
+    c.on_subscribe = lambda cl, u, mid, rcs, p: result["subacks"].extend(r.value for r in rcs)  # type: ignore[attr-defined]
+    c.user_data_set(result)
     c.connect("127.0.0.1", port)
     c.loop_start()
     wait_for(lambda: "rc" in result, 10, f"CONNACK for {user}")
@@ -108,11 +110,14 @@ def test_acl_device_cannot_write_or_read_as_another_device(broker, ingest_worker
     assert count(ingest_worker.dsn, "SELECT count(*) FROM positions WHERE vehicle_id = %s", b) == 0
     assert count(ingest_worker.dsn, "SELECT count(*) FROM positions WHERE vehicle_id = %s", a) == 1
 
-    # A subscribes to B's commands (the broker may grant the subscription, but must not deliver)
+    # A subscribes to B's commands: refused at SUBSCRIBE time (0x87), and nothing delivered
     cb, got_b, _ = _connect(broker.port, b, pw_b)
     ca.subscribe(cmd_topic(b), qos=1)
     cb.subscribe(cmd_topic(b), qos=1)
-    time.sleep(0.3)
+    subacks_a = ca.user_data_get()["subacks"]
+    subacks_b = cb.user_data_get()["subacks"]
+    wait_for(lambda: subacks_a and subacks_b, 10, "both SUBACKs")
+    assert subacks_a == [0x87] and subacks_b[0] < 0x80
     api, _, _ = _connect(broker.port, "svc-api", broker.creds["svc-api"])
     api.publish(cmd_topic(b), b'{"cmd": "set_interval", "interval_s": 5}', qos=1).wait_for_publish(
         10
