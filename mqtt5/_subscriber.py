@@ -34,7 +34,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mqtt5 import _codec as codec
@@ -178,49 +178,27 @@ class MqttSubscriber:
         arrives; when the window is full this waits up to ``wait`` seconds for room, then
         gives up (False). Nothing is resent after a reconnect: callers that need the
         message to arrive decide themselves (a storage receipt is simply sent again later).
-        """
-        if qos == 0:
-            with self._conn_lock:
-                sock = self._sock
-            if sock is None or not self.connected.is_set():
-                return False
-            packet = codec.publish_packet(topic.encode(), payload, 0, qos=0, retain=retain)
-            return self._send(packet, "PUBLISH", sock)
-        return self.publish_many([(topic, payload)], wait=wait, retain=retain) == 1
 
-    def publish_many(
-        self, messages: Iterable[tuple[str, bytes]], wait: float = 5.0, retain: bool = False
-    ) -> int:
-        """QoS 1 PUBLISHes in as few writes as the broker's window allows; how many went.
-
-        Packets are written together until the Receive Maximum is used up, then this waits
-        (up to ``wait`` s per message) for PUBACKs to make room. Stops at the first message
-        that cannot be sent (not connected, reconnected meanwhile, no room in time).
+        One write per message on purpose: measured with ingest's receipts (5,000/s), one
+        write for a whole second's worth made the broker and the devices take them in one
+        burst and raised ingest's p99 from 345 ms to 4.9 s.
         """
         with self._conn_lock:
             gen, sock = self.generation, self._sock
         if sock is None or not self.connected.is_set():
-            return 0
-        sent = 0
-        out: list[bytes] = []
-        for topic, payload in messages:
-            if not self._out_quota.acquire(blocking=False):
-                if out and not self._send(b"".join(out), "PUBLISH", sock):
-                    return sent - len(out)
-                out = []
-                if not self._out_quota.acquire(timeout=wait):
-                    return sent
+            return False
+        packet_id = 0
+        if qos:
+            if not self._out_quota.acquire(timeout=wait):
+                return False
             with self._conn_lock:
                 if self.generation != gen:  # reconnected meanwhile: a fresh window
                     self._release_quota()
-                    break
+                    return False
                 packet_id = next(self._publish_ids) % 65534 + 2  # 1 is SUBSCRIBE's
                 self._out_inflight.add(packet_id)
-            out.append(codec.publish_packet(topic.encode(), payload, packet_id, retain=retain))
-            sent += 1
-        if out and not self._send(b"".join(out), "PUBLISH", sock):
-            return sent - len(out)
-        return sent
+        packet = codec.publish_packet(topic.encode(), payload, packet_id, qos=qos, retain=retain)
+        return self._send(packet, "PUBLISH", sock)
 
     def _release_quota(self) -> None:
         with contextlib.suppress(ValueError):  # released more than acquired: a stale PUBACK
