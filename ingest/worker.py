@@ -249,8 +249,8 @@ class IngestWorker:
                 messages = self._collect(stop)
                 now = time.monotonic()
                 self._send_receipts(now)
+                self._expire_dead_letters(now)  # hourly, busy or not
                 if not messages:
-                    self._expire_dead_letters(now)
                     continue
                 m.messages.inc(len(messages))
                 m.pending.set(len(messages) + self.source.inbox.qsize())
