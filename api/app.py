@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.auth import Authenticator
 from api.auth_limiter import FailedAuthLimiter
 from api.commands import CommandSender
-from api.deps import require_viewer
+from api.deps import requires
 from api.errors import install_error_handlers
 from api.http_guards import RequestGuards
 from api.live.alerts import AlertPoller
@@ -45,7 +45,7 @@ from api.metrics import ApiMetrics
 from api.routes import alerts, config, gtfs, health, live, reports, routes, session, vehicles
 from api.routes.live import ConnectionQuota
 from api.sessions import SessionCookieWriter
-from api.tokens import Role, seed_token
+from api.tokens import Permission, Role, seed_token
 from fleet.settings import ApiSettings, SettingsError
 
 __all__ = ["create_app"]
@@ -211,14 +211,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.auth = Authenticator(limiter, metrics, settings.api_session_ttl_s)
     app.state.ws_quota = ConnectionQuota(settings.ws_max_per_token)
     install_error_handlers(app)
-    viewer = [Depends(require_viewer)]
-    for module in (session, config, vehicles, routes, alerts):
+    for module in (session, config, vehicles, routes, alerts, reports):
         app.include_router(module.router, prefix=API_PREFIX)
-    app.include_router(reports.router, prefix=API_PREFIX, dependencies=viewer)
     # Outside the versioned API: probes, the websocket, the GTFS feed's conventional path.
     app.include_router(health.router)
     app.include_router(live.router)
-    app.include_router(gtfs.router, dependencies=viewer)
+    app.include_router(gtfs.router, dependencies=[Depends(requires(Permission.WATCH))])
     if settings.api_metrics_port is None:  # else on a listener of its own (lifespan)
         app.include_router(health.metrics_router)
     if (STATIC_DIR / "index.html").exists():

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.auth_limiter import FailedAuthLimiter, address_key
 from api.metrics import ApiMetrics
 from api.sessions import SESSION_COOKIE, SessionValue, issue, mac_matches, parse
-from api.tokens import Role, TokenInfo, digest, verify, verify_id
+from api.tokens import TokenInfo, digest, verify, verify_id
 
 __all__ = ["AuthError", "Authenticator", "Caller", "Credentials"]
 
@@ -168,9 +168,8 @@ class Authenticator:
                 401, "invalid session", "unknown or revoked token, or a forged cookie",
                 clear_session=True, counted=True,
             )  # fmt: skip
-        token, token_digest = found
-        info = TokenInfo(token.id, token.name, Role.VIEWER)  # a session only ever reads
-        return Caller(info, via_session=True, renewed_session=self._renewal(session, token_digest))
+        token, token_digest = found  # the session has its token's role, looked up each time
+        return Caller(token, via_session=True, renewed_session=self._renewal(session, token_digest))
 
     def _renewal(self, session: SessionValue, token_digest: bytes) -> str | None:
         if session.expires - time.time() > self.session_ttl_s / 2:

@@ -91,7 +91,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @token.command("create")
     def token_create(
         name: str = typer.Option(..., help="Who or what uses the token."),
-        role: Role = typer.Option(Role.VIEWER, help="viewer (read) or admin (also commands)."),
+        role: Role = typer.Option(
+            Role.VIEWER,
+            help="viewer (war room); operator (+ alerts, commands); planner (+ reports); admin.",
+        ),
         dsn: str = typer.Option(None, help="PostgreSQL DSN (default FLEET_DSN or embedded)."),
         data_dir: Path = typer.Option(None),
     ) -> None:

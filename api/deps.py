@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Final
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
@@ -14,24 +15,32 @@ from api.errors import ApiError
 from api.live.hub import LiveHub
 from api.live.mqtt_feed import MqttFeed
 from api.metrics import ApiMetrics
-from api.sessions import SESSION_COOKIE, clear_cookie_header, cookie_header, queue_cookie
-from api.tokens import Role, TokenInfo
+from api.sessions import (
+    SESSION_COOKIE,
+    clear_cookie_header,
+    cookie_header,
+    queue_cookie,
+    same_origin,
+)
+from api.tokens import Permission, TokenInfo
 from fleet.settings import ApiSettings
 
 __all__ = [
     "Admin",
+    "AlertWorker",
     "BearerScheme",
+    "Commander",
     "Commands",
     "Feed",
     "Hub",
     "Metrics",
+    "Planner",
     "Pool",
     "Settings",
     "Viewer",
     "authenticate",
     "client_host",
-    "require_admin",
-    "require_viewer",
+    "requires",
 ]
 
 
@@ -104,25 +113,40 @@ async def authenticate(request: Request) -> Caller:
     return caller
 
 
-async def _require(request: Request, needed: Role) -> TokenInfo:
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def _require(request: Request, needed: Permission) -> TokenInfo:
     caller = await authenticate(request)
+    if caller.via_session and request.method not in SAFE_METHODS and not same_origin(request):
+        raise ApiError(
+            403,
+            "cross-origin request",
+            "a page session changes things only from this server's own page "
+            "(the Origin header must name this server); scripts send Authorization: Bearer",
+        )
     if not caller.info.allows(needed):
-        detail = f"needs role {needed.value}; token has {caller.info.role.value}"
-        if caller.via_session:
-            detail = "a page session only reads: send the admin token in Authorization: Bearer"
-        raise ApiError(403, "forbidden", detail)
+        raise ApiError(
+            403,
+            "forbidden",
+            f"needs permission '{needed.value}', which role {caller.info.role.value} "
+            "does not have (roles: docs/api.md)",
+        )
     return caller.info
 
 
-async def require_viewer(
-    request: Request, _bearer: BearerScheme, _session: SessionScheme
-) -> TokenInfo:
-    return await _require(request, Role.VIEWER)
+def requires(needed: Permission) -> Callable[..., Awaitable[TokenInfo]]:
+    """A dependency: the caller, when its role grants ``needed`` (else 401/403/429)."""
+
+    async def check(request: Request, _bearer: BearerScheme, _session: SessionScheme) -> TokenInfo:
+        return await _require(request, needed)
+
+    check.__name__ = f"require_{needed.name.lower()}"
+    return check
 
 
-async def require_admin(request: Request, _bearer: BearerScheme) -> TokenInfo:
-    return await _require(request, Role.ADMIN)
-
-
-Viewer = Annotated[TokenInfo, Depends(require_viewer)]
-Admin = Annotated[TokenInfo, Depends(require_admin)]
+Viewer = Annotated[TokenInfo, Depends(requires(Permission.WATCH))]
+AlertWorker = Annotated[TokenInfo, Depends(requires(Permission.WORK_ALERTS))]
+Commander = Annotated[TokenInfo, Depends(requires(Permission.COMMAND))]
+Planner = Annotated[TokenInfo, Depends(requires(Permission.PLAN))]
+Admin = Annotated[TokenInfo, Depends(requires(Permission.ADMINISTER))]

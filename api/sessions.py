@@ -7,9 +7,12 @@ browser sends the ``fleet_session`` cookie, which page scripts cannot read.
 The cookie is ``v1.<token id>.<expiry epoch s>.<mac>``, with the MAC an HMAC-SHA256 keyed
 by the token's stored SHA-256 digest. So the cookie carries no secret, any API replica
 checks it (no session store, no shared key to configure), it dies with its token when
-the token is revoked, and it survives API restarts. A session can only read (viewer),
-whatever the token's role: device commands need the token itself in the header, which
-also keeps them out of reach of cross-site requests.
+the token is revoked, and it survives API restarts. A session has its token's role
+(looked up on every request, so a changed or revoked token takes effect at once). A
+request that changes something through a session (an operator acknowledging an
+incident) must also come from this server's own page: SameSite=Strict keeps the cookie
+from other sites, and :func:`same_origin` refuses other origins of the same site
+(another port of the same host), so no cross-site request can act with it.
 
 A session past half its lifetime is renewed on the next authenticated response
 (:class:`SessionCookieWriter`), so a war-room screen that stays open stays signed in.
@@ -23,8 +26,10 @@ import hmac
 import time
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
     "mac_matches",
     "parse",
     "queue_cookie",
+    "same_origin",
 ]
 
 SESSION_COOKIE: Final = "fleet_session"
@@ -126,3 +132,16 @@ class SessionCookieWriter:
             await send(message)
 
         await self.app(scope, receive, send_with_cookies)
+
+
+def same_origin(conn: HTTPConnection, *, missing_ok: bool = False) -> bool:
+    """The browser's ``Origin`` names this server (the Host it was sent to).
+
+    ``missing_ok``: a client that sends no Origin is not a browser page (websocket
+    upgrades from scripts); for a request that changes something via a cookie, a
+    missing Origin is refused.
+    """
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return missing_ok
+    return urlsplit(origin).netloc.lower() == conn.headers.get("host", "").lower()

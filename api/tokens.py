@@ -1,8 +1,10 @@
 """API tokens: random secrets shown once, stored as SHA-256 digests in ``api_tokens``.
 
-Roles: ``viewer`` (read everything, live map) and ``admin`` (also send device commands).
-The CLI (``fleet token create|list|revoke``) uses the synchronous functions; the API
-verifies with :func:`verify` on its async pool.
+Roles match the city's users (docs/api.md, "Roles"): ``viewer`` watches the war room;
+``operator`` also works alerts and sends device commands; ``planner`` also reads the
+planner workspace and reports; ``admin`` may do everything. A route names the
+:class:`Permission` it needs, never a role. The CLI (``fleet token create|list|revoke``)
+uses the synchronous functions; the API verifies with :func:`verify` on its async pool.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 __all__ = [
+    "ROLE_PERMISSIONS",
+    "Permission",
     "Role",
     "TokenError",
     "TokenInfo",
@@ -37,7 +41,27 @@ LAST_USED_RESOLUTION: Final = timedelta(minutes=1)
 
 class Role(enum.StrEnum):
     VIEWER = "viewer"
+    OPERATOR = "operator"
+    PLANNER = "planner"
     ADMIN = "admin"
+
+
+class Permission(enum.StrEnum):
+    """What a route needs; roles grant sets of these (:data:`ROLE_PERMISSIONS`)."""
+
+    WATCH = "watch"  # the war room: live map, replay, vehicles, tracks, incidents, feeds
+    WORK_ALERTS = "work alerts"  # acknowledge and resolve incidents
+    COMMAND = "command"  # send commands to devices
+    PLAN = "plan"  # the planner workspace and reports
+    ADMINISTER = "administer"  # devices and tokens
+
+
+ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
+    Role.VIEWER: frozenset({Permission.WATCH}),
+    Role.OPERATOR: frozenset({Permission.WATCH, Permission.WORK_ALERTS, Permission.COMMAND}),
+    Role.PLANNER: frozenset({Permission.WATCH, Permission.PLAN}),
+    Role.ADMIN: frozenset(Permission),
+}
 
 
 class TokenError(ValueError):
@@ -52,8 +76,12 @@ class TokenInfo:
     name: str
     role: Role
 
-    def allows(self, needed: Role) -> bool:
-        return needed is Role.VIEWER or self.role is Role.ADMIN
+    def allows(self, needed: Permission) -> bool:
+        return needed in ROLE_PERMISSIONS[self.role]
+
+    @property
+    def permissions(self) -> list[str]:
+        return sorted(p.value for p in ROLE_PERMISSIONS[self.role])
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,7 +296,7 @@ class DemoStack:
                 "FLEET_API_PORT": str(self.opts.port),
                 "FLEET_API_BIND": self.opts.bind,
                 "FLEET_API_DEMO_TOKEN": self.token,
-                "FLEET_API_DEMO_TOKEN_ROLE": "viewer",
+                "FLEET_API_DEMO_TOKEN_ROLE": "admin",
             }
         )
         child = self._spawn("api", fleet_argv("api", "--no-migrate"), env)

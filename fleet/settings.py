@@ -155,7 +155,7 @@ class ApiSettings(CommonSettings):
     api_demo_token: str | None = Field(
         default=None, description="A token seeded at start-up (demo mode only)."
     )
-    api_demo_token_role: str = Field(default="viewer", pattern="^(viewer|admin)$")
+    api_demo_token_role: str = Field(default="viewer", pattern="^(viewer|operator|planner|admin)$")
     db_pool_max: int = Field(default=8, ge=1, le=100)
     alerts_poll_s: float = Field(default=1.0, gt=0, le=60)
     live_qos: int = Field(default=1, ge=0, le=1, description="QoS of the live subscription.")

@@ -20,4 +20,5 @@ async def config(who: Viewer, settings: Settings) -> dict[str, Any]:
         "stale_after_s": settings.stale_after_s,
         "ws_interval_ms": settings.ws_interval_ms,
         "role": who.role.value,
+        "permissions": who.permissions,
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from typing import Final
-from urllib.parse import urlsplit
 
 import msgspec
 import psycopg
@@ -17,6 +16,7 @@ from api.live.client import CLOSE_TRY_AGAIN_LATER, LiveClient
 from api.live.filters import FilterError, LiveFilter, parse_filter_message
 from api.live.frames import encode_frame
 from api.live.hub import LiveHub, now_ms
+from api.sessions import same_origin
 from fleet.settings import ApiSettings
 
 __all__ = ["CLOSE_FORBIDDEN", "CLOSE_POLICY", "CLOSE_RATE_LIMITED", "ConnectionQuota", "router"]
@@ -65,18 +65,6 @@ def _close_reason(exc: AuthError) -> str:
     return reason.encode()[:CLOSE_REASON_MAX].decode(errors="ignore")
 
 
-def _same_origin(websocket: WebSocket) -> bool:
-    """A browser's Origin names this server (cross-site websocket hijacking otherwise).
-
-    SameSite=Strict keeps the session cookie from other sites, but another port of the
-    same host is the same site; so a cookie-authenticated socket must also be same-origin.
-    """
-    origin = websocket.headers.get("origin")
-    if origin is None:
-        return True  # not a browser: it had to have the cookie to send it
-    return urlsplit(origin).netloc.lower() == websocket.headers.get("host", "").lower()
-
-
 async def _authenticate(websocket: WebSocket) -> Caller | None:
     """The caller, or None after closing the socket with the reason (4401, 4429, 1013)."""
     auth: Authenticator = websocket.app.state.auth
@@ -96,7 +84,9 @@ async def _authenticate(websocket: WebSocket) -> Caller | None:
         await websocket.accept()
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "database unavailable for the token check")
         return None
-    if caller.via_session and not _same_origin(websocket):
+    # SameSite=Strict keeps the cookie from other sites, but another port of the same
+    # host is the same site: a cookie-authenticated socket must also be same-origin.
+    if caller.via_session and not same_origin(websocket, missing_ok=True):
         await websocket.accept()
         await websocket.close(CLOSE_FORBIDDEN, "session cookie from another origin")
         return None

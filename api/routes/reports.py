@@ -1,7 +1,8 @@
 """``/api/v1/reports/*``: the planner reports of :mod:`analytics.reports` as JSON or CSV.
 
-One endpoint per report of the registry (``analytics.reports.PUBLISHED``), with its
-filters, variant and format as query parameters; ``/congestion/live`` is a map layer.
+One endpoint per report of the registry (``analytics.reports.PUBLISHED``; roles planner
+and admin), with its filters, variant and format as query parameters;
+``/congestion/live`` is the war room's map layer (any role).
 Values are checked here as the API checks any untrusted input (:mod:`api.params`: the
 data horizon, bounded checkpoint numbers, route codes) and a call covers at most
 :data:`MAX_REPORT_SPAN`.
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from analytics import gtfs_realtime
@@ -31,10 +32,11 @@ from analytics.reports import (
     run_report_async,
 )
 from analytics.reports.params import FILTERS, FORMAT, ROUTE, Check, Parameter
-from api.deps import Pool
+from api.deps import Pool, Viewer, requires
 from api.errors import ApiError
 from api.params import checked_checkpoint, checked_route, checked_time
 from api.routes.gtfs import freeflow_speeds
+from api.tokens import Permission
 
 __all__ = ["MAX_REPORT_SPAN", "router"]
 
@@ -117,6 +119,7 @@ for _report in PUBLISHED:
         methods=["GET"],
         summary=_report.summary,
         response_class=Response,
+        dependencies=[Depends(requires(Permission.PLAN))],
     )
 
 
@@ -125,7 +128,7 @@ for _report in PUBLISHED:
     summary="Route segments of the last 15 minutes with their congestion level (GeoJSON)",
 )
 async def congestion_live(
-    pool: Pool, route: Annotated[str | None, Query(description=ROUTE.help)] = None
+    _: Viewer, pool: Pool, route: Annotated[str | None, Query(description=ROUTE.help)] = None
 ) -> dict[str, Any]:
     """A map layer: one LineString per segment and direction with recent data."""
     route = checked_route("route", route)

@@ -16,7 +16,6 @@ from api.auth import Authenticator, Caller
 from api.deps import BearerScheme, authenticate
 from api.errors import ApiError
 from api.sessions import clear_cookie_header, cookie_header, queue_cookie
-from api.tokens import Role
 
 __all__ = ["router"]
 
@@ -41,8 +40,8 @@ async def create_session(
     queue_cookie(request.scope, cookie_header(value, auth.session_ttl_s, secure))
     response.headers["Cache-Control"] = "no-store"
     return {
-        "role": Role.VIEWER.value,
-        "token_role": caller.info.role.value,
+        "role": caller.info.role.value,
+        "permissions": caller.info.permissions,
         "expires_at": int(time.time()) + auth.session_ttl_s,
     }
 

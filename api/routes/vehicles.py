@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from api.commands import BrokerUnavailableError
-from api.deps import Admin, Commands, Hub, Pool, Viewer
+from api.deps import Commander, Commands, Hub, Pool, Viewer
 from api.errors import ApiError
 from api.live.frames import STATUS_OFFLINE, STATUS_ONLINE, STATUS_STALE
 from api.params import checked_time, checked_vehicle_id
@@ -153,7 +153,7 @@ async def track(
     },
 )
 async def send_command(
-    vehicle_id: str, request: Request, who: Admin, commands: Commands
+    vehicle_id: str, request: Request, who: Commander, commands: Commands
 ) -> dict[str, Any]:
     """Queued for the van once the broker acknowledged it (202): the van's persistent
     session keeps it until the van is online. The body is read here, after the token

@@ -258,3 +258,14 @@ COMMENT ON COLUMN rejected_messages.bad_fixes IS
 """,
 )
 MIGRATIONS.append(DEAD_LETTERS_PER_MESSAGE)
+
+ROLES_FOR_USERS = Migration(
+    version=5,
+    name="token roles for the city's users: viewer, operator, planner, admin",
+    sql="""
+ALTER TABLE api_tokens DROP CONSTRAINT IF EXISTS api_tokens_role_check;
+ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_role_check
+    CHECK (role IN ('viewer', 'operator', 'planner', 'admin'));
+""",
+)
+MIGRATIONS.append(ROLES_FOR_USERS)

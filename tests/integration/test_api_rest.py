@@ -105,6 +105,7 @@ def test_token_required_and_errors_are_json(db_dsn: str, broker: MosquittoBroker
             "stale_after_s": 60,
             "ws_interval_ms": 250,
             "role": "viewer",
+            "permissions": ["watch"],
         }
 
 

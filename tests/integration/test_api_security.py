@@ -183,7 +183,7 @@ def _edge_inputs() -> list[tuple[str, int, str]]:
 
 
 def test_each_edge_input_gets_a_4xx_with_a_message(db_dsn: str, broker: MosquittoBroker) -> None:
-    token = make_token(db_dsn)
+    token = make_token(db_dsn, Role.ADMIN, "edge")  # may reach every route
     with psycopg.connect(db_dsn) as conn:
         conn.execute("INSERT INTO vehicles (vehicle_id) VALUES ('v1')")
     wrong: list[str] = []
@@ -230,6 +230,7 @@ def test_page_session_cookie(db_dsn: str, broker: MosquittoBroker) -> None:
             assert attribute in set_cookie
         assert viewer not in set_cookie and r.headers["cache-control"] == "no-store"
         value = page.cookies[SESSION_COOKIE]
+        same = {"Origin": api.base}
 
         # the cookie alone reads REST ...
         assert page.get("/api/v1/vehicles").status_code == 200
@@ -245,11 +246,18 @@ def test_page_session_cookie(db_dsn: str, broker: MosquittoBroker) -> None:
             "session cookie from another origin",
         )
 
-        # a session only reads, even for an admin token
+        # a session has its token's role, but changes things from the page's origin only
+        command = {"cmd": "set_interval", "interval_s": 5}
+        url = "/api/v1/vehicles/v1/commands"
+        r = page.post(url, json=command, headers=same)
+        assert r.status_code == 403 and "needs permission 'command'" in r.json()["detail"]
         admin_page = httpx.Client(base_url=api.base)
         admin_page.post("/api/v1/session", headers=_auth(admin)).raise_for_status()
-        r = admin_page.post("/api/v1/vehicles/v1/commands", json={"cmd": "set_interval"})
-        assert r.status_code == 403 and "Authorization: Bearer" in r.json()["detail"]
+        for origin in ({}, {"Origin": "http://127.0.0.1:1"}):  # none, or another port
+            r = admin_page.post(url, json=command, headers=origin)
+            assert r.status_code == 403 and r.json()["error"] == "cross-origin request"
+        r = admin_page.post(url, json=command, headers=same)
+        assert r.status_code == 202, r.text
         admin_page.close()
 
         # a forged cookie is refused (and cleared); the real one still works

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from analytics.reports import PUBLISHED, REPORTS, ReportError, ReportParams, render, run_report
+from api.tokens import Role
 from broker.runner import MosquittoBroker
 from fleet.routes import load_routes
 from tests.fixtures.analytics import Traversal, insert_traversals
@@ -205,7 +206,7 @@ def test_cli_report_csv_json_and_output_file(db_dsn: str, tmp_path: Path) -> Non
 def test_api_reports_json_and_csv(db_dsn: str, broker: MosquittoBroker) -> None:
     with psycopg.connect(db_dsn) as conn:
         _seed(conn)
-    token = make_token(db_dsn)
+    token = make_token(db_dsn, Role.PLANNER, "planner")
     headers = {"Authorization": f"Bearer {token}"}
     with running_api(db_dsn, broker) as api:
         q = {"route": "B", "from": FROM, "to": TO}
