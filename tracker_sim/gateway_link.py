@@ -34,7 +34,7 @@ import msgspec
 
 from fleet.receipts import ReceiptError, Unconfirmed, decode_receipt
 from mqtt5 import MqttConnectRefusedError, MqttError, MqttSubscriber, Publisher, SubscriberOptions
-from tracker_sim.links import MAX_INFLIGHT_PER_LINK, Credentials, LinkError, Sender
+from tracker_sim.links import MAX_INFLIGHT_PER_LINK, Credentials, LinkError, PumpedPool, Sender
 
 __all__ = ["RECEIPT_FILTER", "GatewayLink", "GatewayPool", "ReceiptOptions", "fixes_in"]
 
@@ -118,7 +118,7 @@ class GatewayLink(Publisher):
         return super().publish(topic, payload, fixes, retain)
 
 
-class GatewayPool:
+class GatewayPool(PumpedPool):
     """The same driving interface as :class:`tracker_sim.links.LinkPool`, plus receipts."""
 
     def __init__(
@@ -302,16 +302,6 @@ class GatewayPool:
     def outstanding(self) -> int:
         """Unacknowledged messages, including those waiting for a reconnect."""
         return sum(lk.outstanding for lk in self.links)
-
-    def throttle(self) -> None:
-        while self.outstanding() > self.max_outstanding:
-            self.pump(0.01)
-
-    def flush(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.outstanding() > 0 and time.monotonic() < deadline:
-            self.pump(0.02)
-        return self.outstanding() == 0
 
     def wait_confirmed(self, timeout: float) -> bool:
         """Keep sending until receipts settled every fix (or ``timeout``)."""

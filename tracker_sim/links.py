@@ -16,6 +16,7 @@ import selectors
 import socket
 import ssl
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet.contract import STATUS_OFFLINE, STATUS_ONLINE, status_topic
 
-__all__ = ["MAX_INFLIGHT_PER_LINK", "Credentials", "Link", "LinkError", "LinkPool", "Sender"]
+__all__ = [
+    "MAX_INFLIGHT_PER_LINK",
+    "Credentials",
+    "Link",
+    "LinkError",
+    "LinkPool",
+    "PumpedPool",
+    "Sender",
+]
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +161,38 @@ class Link:
         return True
 
 
-class LinkPool:
+class PumpedPool(ABC):
+    """A set of connections driven by :meth:`pump` from the calling thread, with
+    back-pressure on what the broker (or ingest) has not yet acknowledged."""
+
+    max_outstanding: int
+
+    @abstractmethod
+    def pump(self, timeout: float) -> None: ...
+
+    @abstractmethod
+    def outstanding(self) -> int: ...
+
+    def can_progress(self) -> bool:
+        """Whether pumping can still settle what is outstanding."""
+        return True
+
+    def throttle(self) -> None:
+        """Back-pressure: pump until what is outstanding is below the limit."""
+        while self.outstanding() > self.max_outstanding:
+            self.pump(0.01)
+
+    def flush(self, timeout: float) -> bool:
+        """Pump until nothing is outstanding; False on timeout or when nothing can move."""
+        deadline = time.monotonic() + timeout
+        while self.outstanding() > 0 and time.monotonic() < deadline:
+            if not self.can_progress():
+                return False
+            self.pump(0.02)
+        return self.outstanding() == 0
+
+
+class LinkPool(PumpedPool):
     """Connects, pumps and closes a set of links from the calling thread."""
 
     def __init__(self, host: str, port: int, max_outstanding: int = 2000) -> None:
@@ -287,18 +327,8 @@ class LinkPool:
         while link.full and link.connected:
             self.pump(0.01)
 
-    def throttle(self) -> None:
-        """Back-pressure: pump until unacknowledged messages are below the limit."""
-        while self.outstanding() > self.max_outstanding:
-            self.pump(0.01)
-
-    def flush(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.outstanding() > 0 and time.monotonic() < deadline:
-            if not any(lk.connected for lk in self.links):
-                return False
-            self.pump(0.02)
-        return self.outstanding() == 0
+    def can_progress(self) -> bool:
+        return any(lk.connected for lk in self.links)
 
     def totals(self) -> tuple[int, int]:
         """(messages acknowledged, fixes acknowledged) over all links."""
