@@ -118,13 +118,16 @@ def test_acl_device_cannot_write_or_read_as_another_device(broker, ingest_worker
     subacks_b = cb.user_data_get()["subacks"]
     wait_for(lambda: subacks_a and subacks_b, 10, "both SUBACKs")
     assert subacks_a == [0x87] and subacks_b[0] < 0x80
+    ca.subscribe(cmd_topic(a), qos=1)  # its own: a sentinel that ends the wait below
+    wait_for(lambda: len(subacks_a) == 2, 10, "A's SUBACK for its own commands")
+    assert subacks_a[1] < 0x80
     api, _, _ = _connect(broker.port, "svc-api", broker.creds["svc-api"])
-    api.publish(cmd_topic(b), b'{"cmd": "set_interval", "interval_s": 5}', qos=1).wait_for_publish(
-        10
-    )
-    wait_for(lambda: len(got_b) == 1, 10, "B's command")
-    time.sleep(0.3)
-    assert got_a == []
+    for van, cmd in ((b, b'{"cmd": "set_interval", "interval_s": 5}'), (a, b'{"cmd": "ping"}')):
+        api.publish(cmd_topic(van), cmd, qos=1).wait_for_publish(10)
+    wait_for(lambda: len(got_b) == 1 and got_a, 10, "B's command, then A's own")
+    # The broker handles one publisher's messages in order: B's command, had A been
+    # given it, would have reached A before A's own.
+    assert [m.topic for m in got_a] == [cmd_topic(a)]
     for c in (ca, cb, api):
         c.disconnect()
         c.loop_stop()

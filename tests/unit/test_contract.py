@@ -71,6 +71,7 @@ def test_batch_keeps_good_fixes_and_rejects_bad_ones_individually() -> None:
             Reason.VEHICLE_MISMATCH,
         ),
     ],
+    ids=lambda value: value.value if isinstance(value, Reason) else "payload",  # no clock in ids
 )
 def test_each_bad_input_has_its_own_reason(payload: bytes, reason: Reason) -> None:
     assert reasons(payload) == [reason.value]
