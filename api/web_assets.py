@@ -25,6 +25,7 @@ __all__ = [
     "assets_installed",
     "install_leaflet",
     "main",
+    "npm_pack",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,26 +65,32 @@ def _npm() -> str:
     return npm
 
 
-def _fetch_tarball(version: str, cache: Path) -> Path:
-    tarball = cache / f"leaflet-{version}.tgz"
+def npm_pack(spec: str, cache: Path) -> Path:
+    """The tarball of ``spec`` (``name@version``) from the npm registry, cached in ``cache``."""
+    name, _, version = spec.rpartition("@")
+    tarball = cache / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
     if tarball.is_file():
         return tarball
     cache.mkdir(parents=True, exist_ok=True)
-    cmd = [_npm(), "pack", f"leaflet@{version}", "--pack-destination", str(cache), "--silent"]
-    log.info("fetching leaflet@%s from the npm registry", version)
+    cmd = [_npm(), "pack", spec, "--pack-destination", str(cache), "--silent"]
+    log.info("fetching %s from the npm registry", spec)
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     except subprocess.TimeoutExpired:
         raise WebAssetsError(
-            f"`npm pack leaflet@{version}` took more than 5 minutes: is the npm registry "
+            f"`npm pack {spec}` took more than 5 minutes: is the npm registry "
             "reachable (proxy, `npm config get registry`)?"
         ) from None
     if res.returncode != 0 or not tarball.is_file():
         raise WebAssetsError(
-            f"`npm pack leaflet@{version}` failed (exit {res.returncode}): "
+            f"`npm pack {spec}` failed (exit {res.returncode}): "
             f"{(res.stderr or res.stdout).strip()[-800:]}"
         )
     return tarball
+
+
+def _fetch_tarball(version: str, cache: Path) -> Path:
+    return npm_pack(f"leaflet@{version}", cache)
 
 
 def _copy_from_tarball(tarball: Path, vendor_dir: Path, version: str) -> None:

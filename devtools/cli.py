@@ -1,4 +1,5 @@
-"""The developer commands: ``fleet demo`` and ``fleet bench ingest|sim|live|analytics|faults``."""
+"""The developer commands: ``fleet demo`` and ``fleet bench ingest|sim|live|analytics|faults``
+and ``fleet bench planner-charts``."""
 
 from __future__ import annotations
 
@@ -232,6 +233,37 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             f"report_rows={result.report_rows}"
         )
         typer.echo(f"fixes_per_s={result.fixes_per_s:.0f} report_ms={result.report_ms:.0f}")
+
+    @bench.command("planner-charts")
+    def bench_planner_charts(
+        route: str = typer.Option("B", "--route", help="Route to drive."),
+        vans: int = typer.Option(100, "--vans", min=1),
+        hours: float = typer.Option(16.0, "--hours", min=0.1),
+        runs: int = typer.Option(5, "--runs", min=1, help="Measured renders per library."),
+        library: list[str] | None = typer.Option(
+            None, "--library", help="uplot, echarts or observable-plot (repeatable; default all)."
+        ),
+    ) -> None:
+        """Render time of a route-day Marey diagram per chart library, in headless Chromium."""
+        from analytics.context import analytics_context  # noqa: PLC0415
+        from api.web_assets import WebAssetsError  # noqa: PLC0415
+        from devtools.bench_planner import CANDIDATES, run_bench  # noqa: PLC0415
+
+        ctx = analytics_context()
+        if route not in ctx.routes:
+            _fail("fleet", f"unknown route {route!r}; routes: {', '.join(ctx.routes)}")
+        names = tuple(library or (c.name for c in CANDIDATES))
+        unknown = sorted(set(names) - {c.name for c in CANDIDATES})
+        if unknown:
+            _fail("fleet bench planner-charts", f"unknown library {', '.join(unknown)}")
+        try:
+            timings = run_bench(
+                ctx.routes[route], vans, hours, runs, names, lambda m: typer.echo(m, err=True)
+            )
+        except (WebAssetsError, RuntimeError) as exc:
+            _fail("fleet bench planner-charts", str(exc))
+        for t in timings:
+            typer.echo(t.line())
 
     @bench.command("faults")
     def bench_faults(
