@@ -1,9 +1,12 @@
-"""Install the war-room page's map library (Leaflet) from the npm registry, at install time.
+"""Install the pages' libraries from the npm registry, at install time: the war room's map
+(Leaflet) and the planner workspace's charts (uPlot).
 
 ``python -m api.web_assets`` (``make web-assets``) fetches ``leaflet@<LEAFLET_VERSION>``
-with ``npm pack`` into a cache directory and copies ``leaflet.js``, ``leaflet.css`` and
-its marker images into ``api/static/vendor/``, which the API serves.  Nothing is loaded
-from a CDN at run time.  A second run with the same version is a no-op.
+and ``uplot@<UPLOT_VERSION>`` with ``npm pack`` into a cache directory and copies
+``leaflet.js``, ``leaflet.css`` and its marker images, ``uPlot.iife.min.js`` and
+``uPlot.min.css`` into ``api/static/vendor/``, which the API serves.  Nothing is loaded
+from a CDN at run time.  A second run with the same versions is a no-op.  (Why uPlot:
+``fleet bench planner-charts``, ``docs/benchmarks.md``.)
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from typing import Final
 
 __all__ = [
     "LEAFLET_VERSION",
+    "UPLOT_VERSION",
     "VENDOR_DIR",
     "WebAssetsError",
     "assets_installed",
+    "charts_installed",
+    "install_charts",
     "install_leaflet",
     "main",
     "npm_pack",
@@ -33,6 +39,13 @@ log = logging.getLogger(__name__)
 LEAFLET_VERSION: Final = "1.9.4"
 VENDOR_DIR: Final = Path(__file__).resolve().parent / "static" / "vendor"
 STAMP_NAME: Final = ".leaflet-version"
+UPLOT_VERSION: Final = "1.6.32"
+UPLOT_STAMP: Final = ".uplot-version"
+#: (file in the uplot package, file in vendor/)
+UPLOT_FILES: Final = (
+    ("package/dist/uPlot.iife.min.js", "uPlot.iife.min.js"),
+    ("package/dist/uPlot.min.css", "uPlot.min.css"),
+)
 # Files the page needs, relative to the package's ``dist/`` directory.
 REQUIRED: Final = ("leaflet.js", "leaflet.css")
 IMAGES: Final = ("layers.png", "layers-2x.png", "marker-icon.png", "marker-icon-2x.png")
@@ -123,15 +136,44 @@ def install_leaflet(
     return True
 
 
+def charts_installed(vendor_dir: Path = VENDOR_DIR, version: str = UPLOT_VERSION) -> bool:
+    stamp = vendor_dir / UPLOT_STAMP
+    if not stamp.exists() or stamp.read_text().strip() != version:
+        return False
+    return all((vendor_dir / name).is_file() for _, name in UPLOT_FILES)
+
+
+def install_charts(
+    vendor_dir: Path = VENDOR_DIR, version: str = UPLOT_VERSION, cache: Path | None = None
+) -> bool:
+    """Ensure uPlot (the planner's charts) is in ``vendor_dir``; True when installed now."""
+    if charts_installed(vendor_dir, version):
+        return False
+    tarball = npm_pack(f"uplot@{version}", cache or cache_dir())
+    vendor_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball) as tar:
+        for member, name in UPLOT_FILES:
+            f = tar.extractfile(member)
+            if f is None:
+                raise WebAssetsError(f"{tarball} lacks {member}: delete it and rerun")
+            (vendor_dir / name).write_bytes(f.read())
+    (vendor_dir / UPLOT_STAMP).write_text(version + "\n")
+    log.info("uplot@%s installed in %s", version, vendor_dir)
+    return True
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         installed = install_leaflet()
+        charts = install_charts()
     except WebAssetsError as exc:
         sys.stderr.write(f"web-assets: {exc}\n")
         sys.exit(2)
     if not installed:
         log.info("leaflet@%s already in %s", LEAFLET_VERSION, VENDOR_DIR)
+    if not charts:
+        log.info("uplot@%s already in %s", UPLOT_VERSION, VENDOR_DIR)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,13 @@ from typing import Final
 
 import typer
 
-from api.web_assets import WebAssetsError, assets_installed, install_leaflet
+from api.web_assets import (
+    WebAssetsError,
+    assets_installed,
+    charts_installed,
+    install_charts,
+    install_leaflet,
+)
 from broker.runner import BrokerError, BrokerLayout, MosquittoBroker, TlsListener
 from broker.tls import ServerCertificate, ensure_local_tls
 from devtools.processes import ChildError, ChildProcess, fleet_argv, wait_gone
@@ -193,14 +199,19 @@ class DemoStack:
 
     @staticmethod
     def _ensure_map_library() -> None:
-        """The page needs Leaflet in api/static/vendor (`make web-assets`); fetch it if not."""
-        if assets_installed():
+        """The pages need Leaflet and uPlot in api/static/vendor (`make web-assets`); fetch
+        what is missing."""
+        if assets_installed() and charts_installed():
             return
-        log.info("the map library is not installed yet: fetching it (make web-assets)")
+        log.info("the page libraries are not installed yet: fetching them (make web-assets)")
         try:
             install_leaflet()
         except WebAssetsError as exc:
             raise DemoError(f"the live map needs its map library: {exc}") from None
+        try:
+            install_charts()
+        except WebAssetsError as exc:
+            raise DemoError(f"the planner needs its chart library: {exc}") from None
 
     def _check_ports(self) -> None:
         o = self.opts
