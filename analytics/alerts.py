@@ -3,8 +3,9 @@
 Each cycle computes the set of conditions that hold *now*; the ``alerts`` table is
 reconciled against it: a new condition opens an alert (one open alert per kind and van
 or van pair, enforced by a partial unique index), a condition that no longer holds
-resolves it (``resolved_at``).  Every change is announced with
-``NOTIFY fleet_alerts, '<json>'`` so the API can push it on the websocket.
+resolves it (``resolved_at``).  These rows are the evidence; what an operator works
+is the incident they fold into (:mod:`analytics.incidents`, reconciled right after), whose
+changes the API pushes live.
 
 * **bunching**: a van's latest headway behind the van ahead of it (same route,
   direction and checkpoint) is ≤ ``bunching_factor`` × reference headway (target H,
@@ -208,13 +209,9 @@ def reconcile_alerts(conn: psycopg.Connection, conditions: list[AlertCondition])
     open_keys = {(k, v, o): i for i, k, v, o in open_rows}
     resolved = [i for key, i in open_keys.items() if key not in wanted]
     if resolved:
-        for aid, payload in conn.execute(
-            "UPDATE alerts SET resolved_at = now() WHERE id = ANY(%s)"
-            " RETURNING id, json_build_object('id', id, 'kind', kind, 'vehicle_id', vehicle_id,"
-            " 'other_vehicle_id', other_vehicle_id, 'route', route, 'resolved_at', resolved_at)",
-            (resolved,),
+        for (aid,) in conn.execute(
+            "UPDATE alerts SET resolved_at = now() WHERE id = ANY(%s) RETURNING id", (resolved,)
         ).fetchall():
-            conn.execute("SELECT pg_notify('fleet_alerts', %s)", (json.dumps(payload),))
             log.info("alert resolved", extra={"alert_id": aid})
     opened = 0
     for key, c in wanted.items():
@@ -226,7 +223,7 @@ def reconcile_alerts(conn: psycopg.Connection, conditions: list[AlertCondition])
                                 detail)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb)
             ON CONFLICT DO NOTHING
-            RETURNING id, to_json(alerts)
+            RETURNING id
             """,
             (
                 c.kind,
@@ -241,7 +238,6 @@ def reconcile_alerts(conn: psycopg.Connection, conditions: list[AlertCondition])
         ).fetchone()
         if row is not None:
             opened += 1
-            conn.execute("SELECT pg_notify('fleet_alerts', %s)", (json.dumps(row[1]),))
             log.info(
                 "alert opened",
                 extra={"alert_id": row[0], "kind": c.kind, "vehicle_id": c.vehicle_id},

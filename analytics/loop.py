@@ -15,7 +15,8 @@ Every ``interval_s`` one cycle, in one transaction:
 3. refresh the 5-minute segment rollups and, at most every ``area_refresh_s``, the H3
    area speeds of the buckets the new fixes fell in (whole buckets are re-read, so
    this is the costly part of a live cycle);
-4. evaluate alerts;
+4. evaluate alerts, reconcile them and fold them into incidents
+   (:mod:`analytics.incidents`);
 5. advance the watermark and commit. On TimescaleDB the segment rollup, a continuous
    aggregate, is refreshed right after the commit
    (``refresh_continuous_aggregate`` cannot run inside a transaction); should that
@@ -44,6 +45,7 @@ from analytics.congestion import (
     segment_speeds_is_aggregate,
 )
 from analytics.fix_arrays import Window
+from analytics.incidents import reconcile_incidents
 from analytics.passages import RouteLike, RouteLine
 from analytics.recompute import recompute_windows
 from analytics.settings import AnalyticsSettings
@@ -73,6 +75,8 @@ class CycleStats:
     watermark: datetime | None
     seconds: float
     skipped: bool = False
+    incidents_opened: int = 0
+    incidents_resolved: int = 0  # by the system: the condition cleared
 
 
 class AnalyticsLoop:
@@ -210,6 +214,7 @@ class AnalyticsLoop:
                 self._area_refreshed = time.monotonic()
             conditions = evaluate_alerts(conn, self.lines, s, self.targets)
             opened, resolved = reconcile_alerts(conn, conditions)
+            incidents = reconcile_incidents(conn)
             watermark = max(upto, row[0]) if row is not None else upto
             conn.execute(
                 """
@@ -222,7 +227,15 @@ class AnalyticsLoop:
         if aggregate:
             refresh_segment_speeds(conn, changed)  # not inside a transaction block
         stats = CycleStats(
-            vans, fixes, passages, opened, resolved, watermark, time.monotonic() - started
+            vans,
+            fixes,
+            passages,
+            opened,
+            resolved,
+            watermark,
+            time.monotonic() - started,
+            incidents_opened=incidents.opened,
+            incidents_resolved=incidents.resolved,
         )
         self.last = stats
         self.cycles += 1

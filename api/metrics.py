@@ -33,8 +33,10 @@ class ApiMetrics:
             "Telemetry messages (a batch counts once) no newer than the van's position.",
             registry=r,
         )
-        self.alerts_pushed = Counter(
-            "fleet_api_alerts_pushed", "Alerts pushed to live clients.", registry=r
+        self.incident_changes_pushed = Counter(
+            "fleet_api_incident_changes_pushed",
+            "Incident changes (opened, updated, acknowledged, resolved, ended) pushed live.",
+            registry=r,
         )
         self.auth_failures = Counter(
             "fleet_api_auth_failures",

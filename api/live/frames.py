@@ -10,8 +10,8 @@ __all__ = [
     "STATUS_OFFLINE",
     "STATUS_ONLINE",
     "STATUS_STALE",
-    "AlertFrame",
     "DeltaFrame",
+    "IncidentFrame",
     "OutFrame",
     "SnapshotFrame",
     "StatusFrame",
@@ -54,9 +54,14 @@ class StatusFrame(msgspec.Struct, tag_field="type", tag="status"):
     status: str
 
 
-class AlertFrame(msgspec.Struct, tag_field="type", tag="alert"):
+class IncidentFrame(msgspec.Struct, tag_field="type", tag="incident"):
+    """One change of an incident (opened, updated, acknowledged, resolved, ended) by whom,
+    with the incident as it is now (I, docs/api.md)."""
+
     ts: int
-    alert: dict[str, Any]
+    event: str
+    actor: str
+    incident: dict[str, Any]
 
 
 _encoder = msgspec.json.Encoder()

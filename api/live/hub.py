@@ -17,8 +17,8 @@ from typing import Any
 from api.live.client import LiveClient
 from api.live.filters import LiveFilter
 from api.live.frames import (
-    AlertFrame,
     DeltaFrame,
+    IncidentFrame,
     OutFrame,
     SnapshotFrame,
     StatusFrame,
@@ -111,18 +111,15 @@ class LiveHub:
     def frames_sent(self, n: int) -> None:
         self.metrics.frames_sent.inc(n)
 
-    # -- alerts -------------------------------------------------------------------------
+    # -- incidents ----------------------------------------------------------------------
 
-    def push_alert(self, alert: dict[str, Any]) -> None:
-        frame = encode_frame(AlertFrame(ts=now_ms(), alert=alert))
-        route = alert.get("route")
-        lat, lon = alert.get("lat"), alert.get("lon")
+    def push_incident(self, event: str, actor: str, incident: dict[str, Any]) -> None:
+        """To every client, whatever its filter: the control room's work list is the city's
+        (a filter chooses vans), and incidents are few."""
+        frame = encode_frame(
+            IncidentFrame(ts=now_ms(), event=event, actor=actor, incident=incident)
+        )
         for client in list(self.clients):
-            flt = client.filter
-            if route is not None and not flt.matches_route(route):
-                continue
-            if lat is not None and lon is not None and not flt.in_bbox(lat, lon):
-                continue
             client.offer(frame)
 
     # -- ticking ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``/api/v1/alerts``: bunching, gap, stopped and offline alerts from analytics."""
+"""``/api/v1/alerts``: the evidence behind the incidents, one row per van or van pair."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ __all__ = ["router"]
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 
-@router.get("", summary="Alerts, newest first (empty until analytics creates the table)")
+@router.get(
+    "",
+    summary="Alert conditions, newest first (the evidence; operators work /incidents)",
+)
 async def alerts(
     _: Viewer,
     pool: Pool,
-    active: Annotated[bool, Query(description="only alerts that are still active")] = False,
+    active: Annotated[bool, Query(description="only conditions that still hold")] = False,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> list[dict[str, Any]]:
-    found = await fetch_alerts(pool, active, limit)
-    return found if found is not None else []
+    return await fetch_alerts(pool, active, limit)

@@ -269,3 +269,60 @@ ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_role_check
 """,
 )
 MIGRATIONS.append(ROLES_FOR_USERS)
+
+INCIDENTS = Migration(
+    version=6,
+    name="incidents: alerts folded per route and direction, worked by operators",
+    sql="""
+-- What an operator works (analytics.incidents): bunching and gap alerts of one route and
+-- direction fold into one incident while the condition holds anywhere on it; stopped and
+-- offline are one incident per van. The alerts rows stay: the evidence, one per van (pair).
+-- Plain tables on both paths (a few rows an hour; never compressed or dropped).
+CREATE TABLE IF NOT EXISTS incidents (
+    id                     bigserial PRIMARY KEY,
+    kind                   text NOT NULL,   -- an alerts.kind (checked there)
+    scope                  text NOT NULL,   -- what folds: '<route>/<direction>', or the van id
+    route                  text,
+    direction              smallint,
+    vehicle_id             text,            -- stopped and offline: the van
+    vans                   text[] NOT NULL DEFAULT '{}',  -- every van involved so far
+    active_vans            text[] NOT NULL DEFAULT '{}',  -- in the condition now
+    lat                    double precision,              -- where it was last seen
+    lon                    double precision,
+    started_at             timestamptz NOT NULL DEFAULT now(),
+    ended_at               timestamptz,     -- the condition stopped holding
+    acknowledged_at        timestamptz,
+    acknowledged_by        text,            -- the token's name
+    acknowledged_by_token  bigint,
+    acknowledge_note       text,
+    resolved_at            timestamptz,
+    resolved_by            text,            -- the token's name, or 'system' (it cleared)
+    resolved_by_token      bigint,          -- NULL when resolved by the system
+    resolve_note           text,
+    CONSTRAINT incidents_ended_is_resolved CHECK (ended_at IS NULL OR resolved_at IS NOT NULL)
+);
+-- One unresolved incident per kind and scope: a reoccurrence after a resolve is a new one.
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_unresolved_key
+    ON incidents (kind, scope) WHERE resolved_at IS NULL;
+CREATE INDEX IF NOT EXISTS incidents_current ON incidents (id) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS incidents_started_at ON incidents (started_at);
+CREATE INDEX IF NOT EXISTS incidents_route_started_at ON incidents (route, started_at);
+
+-- Every state change, in order: the history, and the feed the API pushes live.
+CREATE TABLE IF NOT EXISTS incident_events (
+    id           bigserial PRIMARY KEY,
+    incident_id  bigint NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    at           timestamptz NOT NULL DEFAULT now(),
+    event        text NOT NULL
+                 CHECK (event IN ('opened', 'updated', 'acknowledged', 'resolved', 'ended')),
+    actor        text NOT NULL,               -- the token's name, or 'system'
+    note         text,
+    vans         text[] NOT NULL DEFAULT '{}' -- the incident's active vans after the change
+);
+CREATE INDEX IF NOT EXISTS incident_events_incident ON incident_events (incident_id, id);
+
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS incident_id bigint REFERENCES incidents (id);
+CREATE INDEX IF NOT EXISTS alerts_incident ON alerts (incident_id);
+""",
+)
+MIGRATIONS.append(INCIDENTS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -135,7 +134,6 @@ def test_alerts_open_and_resolve(db_dsn: str) -> None:
     loop = AnalyticsLoop(db_dsn, {"B": route}, AnalyticsSettings(stopped_minutes=3))
     mid_lat, mid_lon = route.position_at(route.length_m / 2)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute("LISTEN fleet_alerts")
         # Offline: last fix 20 minutes ago.
         _put_van(conn, "pp-off", "B", [(now - timedelta(minutes=20), mid_lat, mid_lon)])
         # Stopped mid-route for 4 minutes (fix every 10 s, a few metres of jitter).
@@ -169,10 +167,17 @@ def test_alerts_open_and_resolve(db_dsn: str) -> None:
         assert ("stopped", "pp-stop", None) in open_alerts
         assert ("bunching", "pp-follow", "pp-lead") in open_alerts
         assert not any(k == "stopped" and v in ("pp-lead", "pp-follow") for k, v, _ in open_alerts)
-        notes = [
-            json.loads(n.payload) for n in conn.notifies(timeout=1, stop_after=len(open_alerts))
-        ]
-        assert {n["kind"] for n in notes} >= {"offline", "stopped", "bunching"}
+        # ... each folded into an incident, announced as an 'opened' event
+        opened = {
+            (k, tuple(vans))
+            for k, vans in conn.execute(
+                "SELECT i.kind, i.active_vans FROM incident_events e"
+                " JOIN incidents i ON i.id = e.incident_id WHERE e.event = 'opened'"
+            )
+        }
+        assert ("offline", ("pp-off",)) in opened
+        assert ("stopped", ("pp-stop",)) in opened
+        assert ("bunching", ("pp-follow", "pp-lead")) in opened
         # A second cycle does not duplicate anything.
         loop.run_once()
         assert conn.execute("SELECT count(*) FROM alerts").fetchone() == (len(open_alerts),)
@@ -189,6 +194,14 @@ def test_alerts_open_and_resolve(db_dsn: str) -> None:
         }
         assert ("offline", "pp-off") in resolved
         assert ("stopped", "pp-stop") in resolved
+        auto = {
+            (k, v)
+            for k, v in conn.execute(
+                "SELECT kind, vehicle_id FROM incidents"
+                " WHERE resolved_by = 'system' AND ended_at IS NOT NULL"
+            )
+        }
+        assert {("offline", "pp-off"), ("stopped", "pp-stop")} <= auto
 
 
 def test_start_stop_runs_cycles_in_a_thread(db_dsn: str) -> None:

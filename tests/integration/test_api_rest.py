@@ -205,7 +205,7 @@ def test_alerts_active_filter(db_dsn: str, broker: MosquittoBroker) -> None:
         assert [a["kind"] for a in active] == ["stopped"]
         assert set(active[0]) == {
             "id", "kind", "route", "direction", "vehicle_id", "other_vehicle_id", "lat", "lon",
-            "created_at", "detail",
+            "created_at", "resolved_at", "incident_id", "detail",
         }  # fmt: skip
         assert isinstance(active[0]["created_at"], int)
 
