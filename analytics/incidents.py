@@ -15,7 +15,8 @@ Each analytics cycle, after the alerts are reconciled, :func:`reconcile_incident
    cleared, on a route whose incident a human resolved opens a *new* incident);
 2. for every incident whose condition still held at the previous cycle: no open alert
    left → the condition ended (``ended_at``); an incident nobody resolved is then resolved
-   by the system (``resolved_by = 'system'``). Otherwise the vans are brought up to date.
+   by the system (``resolved_by = 'system'``). Otherwise the vans are brought up to date
+   (announced as 'updated' while the incident is not resolved).
 
 A human resolve (the API) does not end the condition: the resolved incident keeps the
 alerts it has until they clear, so a pair that simply keeps bunching does not reopen it.
@@ -156,9 +157,10 @@ def reconcile_incidents(conn: psycopg.Connection) -> IncidentChanges:
         by_incident[alert.incident_id].append(alert)
     updated = resolved = ended = 0
     current = conn.execute(
-        "SELECT id, active_vans FROM incidents WHERE ended_at IS NULL ORDER BY id"
+        "SELECT id, active_vans, resolved_at IS NOT NULL FROM incidents"
+        " WHERE ended_at IS NULL ORDER BY id"
     ).fetchall()
-    for incident_id, active in current:
+    for incident_id, active, was_resolved in current:
         members = by_incident.get(incident_id, [])
         vans = sorted(set().union(*(a.vans for a in members)))
         if not vans:
@@ -193,7 +195,7 @@ def reconcile_incidents(conn: psycopg.Connection) -> IncidentChanges:
         if incident_id in opened:
             _event(conn, incident_id, "opened", vans)
             log.info("incident %s opened", incident_id, extra={"vans": vans})
-        else:
+        elif not was_resolved:  # a resolved one's vans are kept, not announced
             updated += 1
             _event(conn, incident_id, "updated", vans)
     return IncidentChanges(len(opened), updated, resolved, ended)

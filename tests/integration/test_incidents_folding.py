@@ -15,8 +15,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from analytics.alerts import AlertCondition, reconcile_alerts
-from analytics.incidents import IncidentChanges, reconcile_incidents
+from analytics.incidents import IncidentChanges
 from analytics.loop import AnalyticsLoop
 from analytics.settings import AnalyticsSettings
 from api.incidents import act_on_incident
@@ -24,25 +23,7 @@ from api.tokens import Role, TokenInfo
 from fleet.contract import Fix
 from fleet.routes import load_routes
 from tests.fixtures.analytics import insert_fixes
-
-
-def bunching(follower: str, leader: str, route: str = "B", direction: int = 0) -> AlertCondition:
-    return AlertCondition(
-        "bunching", follower, leader, route, direction, -5.14, 119.42, {"headway_s": 30.0}
-    )
-
-
-def stopped(van: str) -> AlertCondition:
-    return AlertCondition("stopped", van, None, "B", None, -5.15, 119.43, {"stopped_s": 400})
-
-
-def cycle(dsn: str, *conditions: AlertCondition) -> IncidentChanges:
-    """One analytics cycle's alert work with these conditions holding."""
-    with psycopg.connect(dsn) as conn:
-        reconcile_alerts(conn, list(conditions))
-        changes = reconcile_incidents(conn)
-        conn.commit()
-    return changes
+from tests.fixtures.incidents import bunching, cycle, stopped
 
 
 def incidents(dsn: str) -> list[tuple[object, ...]]:
