@@ -42,7 +42,18 @@ from api.live.hub import LiveHub
 from api.live.mqtt_feed import MqttFeed
 from api.live.state import LiveState
 from api.metrics import ApiMetrics
-from api.routes import alerts, config, gtfs, health, live, reports, routes, session, vehicles
+from api.routes import (
+    alerts,
+    config,
+    gtfs,
+    health,
+    live,
+    planner,
+    reports,
+    routes,
+    session,
+    vehicles,
+)
 from api.routes import replay as fleet_replay
 from api.routes.live import ConnectionQuota
 from api.sessions import SessionCookieWriter
@@ -212,7 +223,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.auth = Authenticator(limiter, metrics, settings.api_session_ttl_s)
     app.state.ws_quota = ConnectionQuota(settings.ws_max_per_token)
     install_error_handlers(app)
-    for module in (session, config, vehicles, routes, alerts, reports, fleet_replay):
+    for module in (session, config, vehicles, routes, alerts, reports, planner, fleet_replay):
         app.include_router(module.router, prefix=API_PREFIX)
     # Outside the versioned API: probes, the websocket, the GTFS feed's conventional path.
     app.include_router(health.router)
