@@ -6,16 +6,16 @@
  *   live.js       the /ws/live client (docs/api.md) and the filter it sends
  *   map.js        the map and its tiles       routes.js   route lines, colours, checkpoints
  *   vans.js       the van markers             details.js  the selected van and its track
- *   panel.js      route list, filters, counts alerts.js   the alert panel
+ *   panel.js      route list, filters, counts incidents.js the incident panel
  *   congestion.js the congestion layer        state.js    what the page shows
  * This module wires them together: the websocket's frames go to the markers, the panel
- * and the alerts.  `window.fleetState` is a read-only view for the browser test.
+ * and the incident list.  `window.fleetState` is a read-only view for the browser test.
  */
 
-import { addAlert, startAlerts } from "./js/alerts.js";
 import { probeCongestion } from "./js/congestion.js";
 import { closeDetails, renderDetails, selectVan } from "./js/details.js";
 import { $ } from "./js/html.js";
+import { handleIncidentFrame, startIncidents } from "./js/incidents.js";
 import { connectLive } from "./js/live.js";
 import { addTiles, createMap } from "./js/map.js";
 import { bindFilters, knownRoutes, renderRouteList, updateCounts } from "./js/panel.js";
@@ -36,7 +36,7 @@ onVanEvents({
 });
 
 // One websocket frame: a snapshot replaces the vans, deltas move them, status frames
-// restyle them, alert frames go to the top of the alert panel.
+// restyle them, incident frames update the incident panel.
 function handle(msg) {
   if (msg.type === "snapshot") {
     state.snapshots++;
@@ -52,8 +52,8 @@ function handle(msg) {
     (msg.vehicles || []).forEach(upsertVan);
   } else if (msg.type === "status") {
     setStatus(msg.vehicle_id, msg.status);
-  } else if (msg.type === "alert" && msg.alert) {
-    addAlert(msg.alert, true);
+  } else if (msg.type === "incident") {
+    handleIncidentFrame(msg);
   }
   updateCounts();
 }
@@ -68,7 +68,7 @@ window.fleetState = {
   map: map
 };
 
-// ---- start: session, config (tiles), routes, then the live feed, alerts, congestion
+// ---- start: session, config (tiles), routes, then the live feed, incidents, congestion
 bindFilters();
 $("details-close").addEventListener("click", closeDetails);
 startSession().then(() => {
@@ -86,6 +86,6 @@ startSession().then(() => {
   .then(() => {
     if (state.error) { return; }
     connectLive(handle);
-    startAlerts();
+    startIncidents();
     probeCongestion();
   });

@@ -4,10 +4,10 @@ The demo runs as a subprocess (embedded PostgreSQL, Mosquitto, ingest, API and a
 simulated fleet of 20 vans at 20x) with its own data dir and free ports.  The test
 checks, through the page's ``window.fleetState`` view of the map, that van markers
 appear and move, that a route filter leaves only that route's vans (and that the
-server's filtered snapshot carries only that route), that alerts and the congestion
-layer show, and that a device that goes quiet turns stale and, killed without a clean
-disconnect, offline through its last will.  A screenshot is saved as
-``artifacts/warroom.png``.
+server's filtered snapshot carries only that route), that the congestion layer shows
+(incidents: ``test_incidents_browser.py``), and that a device that goes quiet turns
+stale and, killed without a clean disconnect, offline through its last will.  A
+screenshot is saved as ``artifacts/warroom.png``.
 
 It also checks that the token never stays anywhere it could leak: the page trades it
 for an HttpOnly session cookie and removes it from the address bar (``?token=`` of the
@@ -98,16 +98,6 @@ def _route_line(demo: DemoProcess, code: str) -> list[list[float]]:
     raise AssertionError(f"route {code} not in /api/v1/routes")
 
 
-def _insert_alert(dsn: str, route: str, pair: list[str]) -> None:
-    with psycopg.connect(dsn) as conn:
-        conn.execute(
-            """INSERT INTO alerts (kind, route, direction, vehicle_id, other_vehicle_id,
-                                   lat, lon, detail)
-               VALUES ('bunching', %s, 0, %s, %s, -5.14, 119.42, '{"distance_m": 40}')""",
-            (route, pair[0], pair[1]),
-        )
-
-
 def _insert_segment_speed(dsn: str, route: str) -> None:
     """One traversal of checkpoint 0 → 1 now, and its rollup as the analytics loop makes it."""
     with psycopg.connect(dsn) as conn:
@@ -179,11 +169,6 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
         page.uncheck("#bbox-toggle")
         page.wait_for_function("fleetState.markers().length > 0", timeout=10_000)
         page.evaluate("fleetState.map.setView([-5.14, 119.43], 13, {animate: false})")
-
-        # alerts from the analytics (the `alerts` table) reach the alert panel as frames
-        pair = sorted(str(m["id"]) for m in _markers(page))[:2]
-        _insert_alert(demo.dsn, chosen, pair)
-        page.wait_for_selector(f"#alerts li.alert-bunching:has-text('{pair[0]}')", timeout=15_000)
 
         # the congestion layer: offered because the report endpoint exists; draws segments
         _insert_segment_speed(demo.dsn, chosen)

@@ -9,7 +9,7 @@ export const state = {
   selectedRoutes: null, // null = all
   bbox: null,           // [minLon, minLat, maxLon, maxLat] while "visible area only" is on
   selectedVan: null,
-  alerts: [],
+  incidents: [],       // the incident panel as shown (id, kind, route, state, vans)
   congestionAvailable: false,
   error: null
 };
