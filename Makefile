@@ -48,8 +48,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers: most tests wait on processes, sockets and timeouts more than on CPU. The
+# slow fault tests share one worker (tests/conftest.py), so they never overlap.
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory system-deps NEED_BROWSER=1
