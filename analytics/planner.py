@@ -7,10 +7,11 @@ time-space (Marey) diagram, both from stored checkpoint passages.
   a headway belongs to the window of its later passage, its predecessor may be up to
   :data:`~analytics.reports.headways.MAX_HEADWAY` earlier, and ``ref`` is the route's
   target headway, else the window's median headway of that checkpoint and direction.
-* :func:`marey_lines`: distance along the route against time, one line per van, from the
-  van's passages (a checkpoint's distance is its ``dist_m`` on the route); a van's line
-  is broken into *trips* where it has no passage for ``max_gap_s`` (out of service, no
-  data).
+* :func:`marey_lines`: distance along the route against time, one line per van trip,
+  from the van's passages (a checkpoint's distance is its ``dist_m`` on the route); a
+  van's passages are cut into *trips* at each turnaround (the direction changes, or the
+  checkpoints stop running onward) and where it has no passage for ``max_gap_s`` (out
+  of service, no data), so a diagram of one direction draws no line back to the start.
 
 Both are numpy over all passages at once; the API (:mod:`api.routes.planner`) only
 checks parameters and serialises.
@@ -225,7 +226,8 @@ def marey_lines(rows: Sequence[Sequence[Any]], route: Route, max_gap_s: float) -
     """The diagram's lines from (vehicle_id, epoch_s, direction, seq) passages of ``route``.
 
     Passages at checkpoints the route no longer has are dropped. A new trip starts at a
-    van's first passage and after every pause longer than ``max_gap_s``.
+    van's first passage, at a change of direction, where the next checkpoint is not
+    further on in the direction of travel, and after a pause longer than ``max_gap_s``.
     """
     seqs = np.array([c.seq for c in route.checkpoints], dtype=np.int64)
     dists = np.array([c.dist_m for c in route.checkpoints], dtype=np.float64)
@@ -245,8 +247,15 @@ def marey_lines(rows: Sequence[Sequence[Any]], route: Route, max_gap_s: float) -
     t, direction, seq, pos = t[known], direction[known], seq[known], pos[known]
     order = np.lexsort((t, van))
     van, t, direction, seq, pos = van[order], t[order], direction[order], seq[order], pos[order]
+    step = np.diff(seq)
+    onward = np.where(direction[1:] == 0, step > 0, step < 0)  # seq grows outbound
     new_trip = np.ones(t.size, dtype=bool)
-    new_trip[1:] = (van[1:] != van[:-1]) | (np.diff(t) > max_gap_s)
+    new_trip[1:] = (
+        (van[1:] != van[:-1])
+        | (np.diff(t) > max_gap_s)
+        | (direction[1:] != direction[:-1])
+        | ~onward
+    )
     trip = np.cumsum(new_trip) - 1
     return MareyLines(
         [str(v) for v in vehicles.tolist()],

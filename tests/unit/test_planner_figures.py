@@ -47,14 +47,18 @@ def test_marey_lines_break_per_van_and_pause() -> None:
         ("b", S0 + 60, 0, 1),
         ("a", S0 + 70, 0, 2),
         ("a", S0 + 4000, 1, 2),  # after a pause longer than max_gap_s: a new trip
+        ("a", S0 + 4060, 1, 1),
         ("a", S0 + 4100, 0, 999),  # a checkpoint the route does not have: dropped
+        ("b", S0 + 500, 0, 0),  # outbound again (the return is filtered out): a new trip
+        ("b", S0 + 560, 0, 1),
+        ("b", S0 + 620, 1, 1),  # turned round: a new trip
     ]
     lines = marey_lines(rows, route, max_gap_s=1800.0)
     assert lines.vehicles == ["a", "b"]
-    assert lines.van.tolist() == [0, 0, 0, 1, 1]
-    assert lines.trip.tolist() == [0, 0, 1, 2, 2]
-    assert lines.dist_m.tolist() == [cp[1], cp[2], cp[2], cp[0], cp[1]]
+    assert lines.van.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    assert lines.trip.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4]
+    assert lines.dist_m.tolist() == [cp[1], cp[2], cp[2], cp[1], cp[0], cp[1], cp[0], cp[1], cp[1]]
     cols = lines.columns()
     assert cols["t"][0] == int((S0 + 5) * 1000)
-    assert lines.rows()[2]["direction"] == 1
+    assert lines.rows()[2]["direction"] == 1 and lines.rows()[8]["trip"] == 4
     assert len(marey_lines([], route, 1800.0)) == 0
