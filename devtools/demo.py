@@ -396,6 +396,7 @@ class DemoStack:
         lines = [
             "Makassar pete-pete fleet demo is running. Ctrl-C stops everything.",
             f"  map    {self.map_url}",
+            f"  plan   {self.local_base_url}/planner/#token={self.token}   (planner workspace)",
             f"  token  {self.token}   (viewer; saved in {self.data_dir / TOKEN_FILE})",
             f"  api    {self.local_base_url}/docs  (OpenAPI)",
             f"  mqtts  mqtts://{self.local_base_url.split('//')[1].split(':')[0]}:"
