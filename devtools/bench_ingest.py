@@ -6,14 +6,17 @@ Starts its own Mosquitto (project config) and embedded PostgreSQL unless given, 
 off), and reads the figures from the worker's metrics and the database.  Optionally
 stops the worker, piles up a backlog, restarts it and measures how fast it drains.
 
-Besides rate and latency it reports what the receipts cost: the broker's PUBLISH
-traffic (telemetry and receipts, in and out, from ingest's counters) and the CPU time of
-ingest, Mosquitto and the generators over the measured window.
+Besides rate and latency it reports what the receipts cost (the broker's PUBLISH
+traffic: telemetry and receipts, in and out, from ingest's counters) and where the CPU
+goes: the CPU time of ingest, Mosquitto, PostgreSQL (the postmaster and all its
+backends) and the generators over the measured window, also as CPU microseconds per
+stored fix for each.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import os
 import tempfile
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import psycopg
 
@@ -30,7 +34,7 @@ from broker.runner import MosquittoBroker
 from devtools.ingest_child import IngestChild
 from devtools.loadgen import LoadResult, LoadSpec, run_load
 from devtools.metrics_text import histogram, metric_value, quantile
-from devtools.processes import cpu_seconds
+from devtools.processes import cpu_seconds, tree_cpu_seconds
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
 
@@ -65,6 +69,7 @@ class _Target:
     ingest_password: str
     gateway_password: str
     broker_pid: int | None = None  # when the bench started Mosquitto itself
+    postgres_pid: int | None = None  # the postmaster, when the bench started PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,8 @@ def _infrastructure(opts: BenchOptions, workdir: Path) -> Iterator[_Target]:
             creds = {"svc-ingest": os.environ.get("FLEET_MQTT_PASSWORD", "")}
             creds["svc-gateway"] = opts.mqtt_password or ""
         pid = broker.proc.pid if broker is not None and broker.proc is not None else None
-        yield _Target(dsn, port, creds["svc-ingest"], creds["svc-gateway"], pid)
+        pg_pid = pg.pid() if pg is not None else None
+        yield _Target(dsn, port, creds["svc-ingest"], creds["svc-gateway"], pid, pg_pid)
     finally:
         if broker is not None:
             broker.stop()
@@ -145,6 +151,37 @@ def _machine_busy_s() -> float:
     ticks = [int(v) for v in first[1:]]
     idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+CPU_PARTS: Final = ("ingest", "broker", "postgres", "generator", "total")
+
+
+def _cpu_now(target: _Target, ingest_pid: int | None) -> tuple[float, float, float, float]:
+    """CPU seconds so far: ingest, Mosquitto, PostgreSQL (postmaster and every backend,
+    exited ones included), and the whole machine's busy time."""
+    return (
+        cpu_seconds(ingest_pid),
+        cpu_seconds(target.broker_pid),
+        tree_cpu_seconds(target.postgres_pid),
+        _machine_busy_s(),
+    )
+
+
+def _cpu_per_fix(
+    figures: dict[str, float], generator_cpu: float, target: _Target
+) -> dict[str, float]:
+    """CPU microseconds per stored fix of each process over the measured window (NaN for a
+    process the bench did not start, so cannot see)."""
+    rate = max(figures["rate"], 1e-9)
+    nan = float("nan")
+    per_fix = {
+        "ingest": figures["ingest_cpu"] / rate * 1e6,
+        "broker": figures["broker_cpu"] / rate * 1e6 if target.broker_pid else nan,
+        "postgres": figures["postgres_cpu"] / rate * 1e6 if target.postgres_pid else nan,
+        "generator": generator_cpu / rate * 1e6,
+    }
+    per_fix["total"] = sum(v for v in per_fix.values() if not math.isnan(v))
+    return {f"{name}_us_per_fix": value for name, value in per_fix.items()}
 
 
 def _count(dsn: str, prefix: str) -> int:
@@ -211,11 +248,11 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
     ingest_pid = worker.pid
     t_a = time.monotonic()
     before = worker.scrape()
-    cpu_a = (cpu_seconds(ingest_pid), cpu_seconds(run.target.broker_pid), _machine_busy_s())
+    cpu_a = _cpu_now(run.target, ingest_pid)
     time.sleep(max(1.0, opts.duration_s - opts.warmup_s - 1.0))
     t_b = time.monotonic()
     after = worker.scrape()
-    cpu_b = (cpu_seconds(ingest_pid), cpu_seconds(run.target.broker_pid), _machine_busy_s())
+    cpu_b = _cpu_now(run.target, ingest_pid)
     load.join()
     if not out:
         raise RuntimeError("the load generator failed; see the messages above")
@@ -249,8 +286,11 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
         "receipts_per_s": receipts_s,
         "ingest_cpu": (cpu_b[0] - cpu_a[0]) / window,
         "broker_cpu": (cpu_b[1] - cpu_a[1]) / window,
-        "machine_busy": (cpu_b[2] - cpu_a[2]) / window,
+        "postgres_cpu": (cpu_b[2] - cpu_a[2]) / window,
+        "machine_busy": (cpu_b[3] - cpu_a[3]) / window,
     }
+    generator_cpu = sum(r.cpu_s for r in results) / max(r.seconds for r in results)
+    figures |= _cpu_per_fix(figures, generator_cpu, run.target)
     gen_rate = generated / max(r.seconds for r in results)
     bb = histogram(before, "fleet_ingest_batch_seconds")
     ba = histogram(after, "fleet_ingest_batch_seconds")
@@ -267,8 +307,18 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
         f"broker_publish_per_s={figures['broker_publish_per_s']:.0f} "
         f"(telemetry {telemetry_s:.0f}/s, receipts {receipts_s:.0f}/s, each in and out) "
         f"ingest_cpu={figures['ingest_cpu']:.2f} broker_cpu={figures['broker_cpu']:.2f} "
-        f"generator_cpu={sum(r.cpu_s for r in results) / max(r.seconds for r in results):.2f} "
+        f"postgres_cpu={figures['postgres_cpu']:.2f} generator_cpu={generator_cpu:.2f} "
         f"machine_busy={figures['machine_busy']:.2f} of {os.cpu_count()} (cores)"
+    )
+    say(
+        "cpu_us_per_fix: "
+        + " ".join(
+            f"{name}=n/a"
+            if math.isnan(figures[f"{name}_us_per_fix"])
+            else f"{name}={figures[f'{name}_us_per_fix']:.1f}"
+            for name in CPU_PARTS
+        )
+        + " (CPU microseconds per stored fix; n/a: not started by the bench)"
     )
     what = "confirmed" if opts.receipts else "acked"
     say(

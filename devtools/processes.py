@@ -31,6 +31,7 @@ __all__ = [
     "cpu_seconds",
     "fleet_argv",
     "pid_alive",
+    "tree_cpu_seconds",
     "wait_gone",
 ]
 
@@ -75,6 +76,27 @@ def cpu_seconds(pid: int | None) -> float:
         return 0.0
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int | None) -> float:
+    """CPU seconds of a process and all its descendants so far, the exited ones included
+    (each process's own user + system time plus that of its reaped children, from
+    ``/proc/<pid>/stat``): a PostgreSQL postmaster with every backend it ever forked."""
+    if pid is None:
+        return 0.0
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue  # exited meanwhile: its parent's reaped-children time has it
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        todo.extend(int(c) for c in children)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class ChildError(RuntimeError):
