@@ -1,7 +1,7 @@
 """The FastAPI application: ``create_app(settings)``.
 
 The lifespan opens the metrics listener (when configured), the database pool
-(explicitly), the live MQTT feed (its own thread), the hub's tick loop, the alert poller
+(explicitly), the live MQTT feed (its own thread), the hub's tick loop, the incident poller
 and the start-up database work (seed the live state from ``latest_positions``; the demo
 token), and closes them in reverse.
 
@@ -35,10 +35,10 @@ from api.commands import CommandSender
 from api.deps import requires
 from api.errors import install_error_handlers
 from api.http_guards import RequestGuards
-from api.live.alerts import AlertPoller
 from api.live.client import RAW_SEND_SCOPE_KEY
 from api.live.frames import STATUS_OFFLINE, STATUS_ONLINE, Vehicle
 from api.live.hub import LiveHub
+from api.live.incidents import IncidentPoller
 from api.live.mqtt_feed import MqttFeed
 from api.live.state import LiveState
 from api.metrics import ApiMetrics
@@ -47,6 +47,7 @@ from api.routes import (
     config,
     gtfs,
     health,
+    incidents,
     live,
     planner,
     reports,
@@ -162,14 +163,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.pool, app.state.hub, app.state.feed = pool, hub, feed
     app.state.commands = commands
-    app.state.alert_poller = alert_poller = AlertPoller(pool, hub, settings.alerts_poll_s)
+    app.state.incident_poller = poller = IncidentPoller(pool, hub, settings.alerts_poll_s)
     metrics.mqtt_connected.set_function(lambda: 1.0 if feed.connected.is_set() else 0.0)
     feed.start()
     commands.start()
     tasks = [
         asyncio.create_task(hub.run(), name="live-hub"),
         asyncio.create_task(_startup_database_work(pool, state, settings), name="db-startup"),
-        asyncio.create_task(alert_poller.run(), name="alert-poller"),
+        asyncio.create_task(poller.run(), name="incident-poller"),
     ]
     try:
         yield
@@ -223,7 +224,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.auth = Authenticator(limiter, metrics, settings.api_session_ttl_s)
     app.state.ws_quota = ConnectionQuota(settings.ws_max_per_token)
     install_error_handlers(app)
-    for module in (session, config, vehicles, routes, alerts, reports, planner, fleet_replay):
+    routers = (session, config, vehicles, routes, alerts, incidents, reports, planner, fleet_replay)
+    for module in routers:
         app.include_router(module.router, prefix=API_PREFIX)
     # Outside the versioned API: probes, the websocket, the GTFS feed's conventional path.
     app.include_router(health.router)
