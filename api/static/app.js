@@ -5,9 +5,10 @@
  *   session.js    the #token= (or ?token=) traded for a session cookie, then forgotten
  *   live.js       the /ws/live client (docs/api.md) and the filter it sends
  *   map.js        the map and its tiles       routes.js   route lines, colours, checkpoints
- *   vans.js       the van markers             details.js  the selected van and its track
+ *   vans.js       the vans (one canvas)       details.js  the selected van and its track
  *   panel.js      route list, filters, counts incidents.js the incident panel
  *   congestion.js the congestion layer        state.js    what the page shows
+ *   replay.js     the fleet at a past moment, played forward; back to live
  * This module wires them together: the websocket's frames go to the markers, the panel
  * and the incident list.  `window.fleetState` is a read-only view for the browser test.
  */
@@ -21,9 +22,10 @@ import { addTiles, createMap } from "./js/map.js";
 import { bindFilters, knownRoutes, renderRouteList, updateCounts } from "./js/panel.js";
 import { API, api } from "./js/rest.js";
 import { loadRoutes, routeColors } from "./js/routes.js";
+import { replaySeek, replaying, replayView, startReplay } from "./js/replay.js";
 import { startSession, takeTokenFromAddress } from "./js/session.js";
 import { state } from "./js/state.js";
-import { markerViews, onVanEvents, removeVan, setStatus, upsertVan, vans } from "./js/vans.js";
+import { markerViews, onVanEvents, removeVan, setStatus, upsertVan, vanPoint, vans } from "./js/vans.js";
 
 takeTokenFromAddress();  // first: out of the address bar before anything else runs
 const map = createMap();
@@ -38,6 +40,9 @@ onVanEvents({
 // One websocket frame: a snapshot replaces the vans, deltas move them, status frames
 // restyle them, incident frames update the incident panel.
 function handle(msg) {
+  if (replaying() && (msg.type === "snapshot" || msg.type === "delta" || msg.type === "status")) {
+    return;  // the map shows the past: the present waits until "Live" asks for a snapshot
+  }
   if (msg.type === "snapshot") {
     state.snapshots++;
     const seen = {};
@@ -65,11 +70,15 @@ window.fleetState = {
   routes: knownRoutes,
   routeColors: () => Object.assign({}, routeColors),
   select: selectVan,
-  map: map
+  map: map,
+  vanPoint: vanPoint,
+  replay: replayView,
+  replaySeek: replaySeek
 };
 
 // ---- start: session, config (tiles), routes, then the live feed, incidents, congestion
 bindFilters();
+startReplay();
 $("details-close").addEventListener("click", closeDetails);
 startSession().then(() => {
   if (state.error) { throw new Error(state.error); }
