@@ -1,5 +1,5 @@
 """The developer commands: ``fleet demo`` and ``fleet bench ingest|sim|live|analytics|faults``
-and ``fleet bench planner-charts``."""
+``fleet bench planner-charts`` and ``fleet bench warroom``."""
 
 from __future__ import annotations
 
@@ -264,6 +264,25 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             _fail("fleet bench planner-charts", str(exc))
         for t in timings:
             typer.echo(t.line())
+
+    @bench.command("warroom")
+    def bench_warroom(
+        vans: int = typer.Option(5000, min=1, help="Live vans on the page."),
+        fps: float = typer.Option(4.0, min=0.5, max=20, help="Live frames per second."),
+        frames: int = typer.Option(80, min=5, help="Measured frames (after warm-up)."),
+        warmup: int = typer.Option(12, min=0, help="Frames before measuring."),
+        moving: float = typer.Option(
+            1.0, min=0.001, max=1.0, help="Share of the vans that move in each frame."
+        ),
+    ) -> None:
+        """Main-thread ms per live frame of the war-room page in headless Chromium."""
+        from devtools.bench_warroom import WarroomOptions, run_bench  # noqa: PLC0415
+
+        signal.signal(signal.SIGTERM, _interrupt)
+        logs.configure("WARNING")
+        opts = WarroomOptions(vans=vans, fps=fps, frames=frames, warmup=warmup, moving=moving)
+        for line in run_bench(opts):
+            typer.echo(line)
 
     @bench.command("faults")
     def bench_faults(
