@@ -234,6 +234,54 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         )
         typer.echo(f"fixes_per_s={result.fixes_per_s:.0f} report_ms={result.report_ms:.0f}")
 
+    @bench.command("history")
+    def bench_history(
+        preload: str = typer.Option(
+            "1000000,20000000", help="Rows already in positions, one run per size (comma list)."
+        ),
+        vans: int = typer.Option(500, min=1, help="Vans of the past and the present fleet."),
+        interval: float = typer.Option(5.0, min=0.1, help="Seconds between a van's fixes."),
+        cycles: int = typer.Option(12, min=1, help="Measured analytics-loop cycles per size."),
+        ingest_rate: float = typer.Option(10_000, help="fleet bench ingest: fixes/s."),
+        ingest_duration: float = typer.Option(30, help="fleet bench ingest: seconds of load."),
+        ingest_devices: int = typer.Option(5000, help="fleet bench ingest: devices."),
+        dsn: str | None = typer.Option(
+            None, help="Create the scratch databases on this server (default: embedded)."
+        ),
+        workdir: Path | None = typer.Option(
+            None, help="Where the embedded servers live (default: a temp dir, removed)."
+        ),
+    ) -> None:
+        """Analytics-loop cycle time and ingest rate with N rows of history, per size."""
+        from devtools.bench_history import HistoryOptions, run_history_bench, summary  # noqa: PLC0415
+
+        try:
+            sizes = tuple(int(p.replace("_", "")) for p in preload.split(","))
+        except ValueError:
+            raise typer.BadParameter("a comma list of row counts", param_hint="--preload") from None
+        signal.signal(signal.SIGTERM, _interrupt)
+        logs.configure("WARNING")
+        opts = HistoryOptions(
+            preloads=sizes,
+            vans=vans,
+            interval_s=interval,
+            cycles=cycles,
+            ingest_rate=ingest_rate,
+            ingest_duration_s=ingest_duration,
+            ingest_devices=ingest_devices,
+            dsn=dsn,
+            workdir=workdir,
+        )
+        shown = [0]
+
+        def progress(done: int, total: int) -> None:
+            if done - shown[0] >= 1_000_000 or done == total:
+                shown[0] = done
+                typer.echo(f"  {done:,} / {total:,} rows", err=True)
+
+        results = run_history_bench(opts, lambda m: typer.echo(m, err=True), progress)
+        typer.echo(summary(results))
+
     @bench.command("planner-charts")
     def bench_planner_charts(
         route: str = typer.Option("B", "--route", help="Route to drive."),
