@@ -62,6 +62,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 "reaches the present, then ends (fixes are never stamped in the future).",
             ),
         ] = 1.0,
+        history: Annotated[
+            str,
+            typer.Option(
+                help="At real time: the sim first drives this much of the past as fast as it "
+                "can (e.g. 1h, 30m; 0 for none), so the planner and the replay have data.",
+            ),
+        ] = "1h",
         no_sim: Annotated[
             bool, typer.Option("--no-sim", help="Do not start the simulator.")
         ] = False,
@@ -72,6 +79,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Run PostgreSQL, Mosquitto, ingest, the API and a simulated fleet; print the map URL."""
         from devtools.demo import DemoOptions, run_demo  # noqa: PLC0415
+        from tracker_sim.timeparse import parse_duration  # noqa: PLC0415
+
+        try:
+            history_s = parse_duration(history)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--history") from None
 
         s = load(CommonSettings)
         logs.configure(s.log_level, s.log_format)
@@ -83,6 +96,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             bind=bind,
             vehicles=vehicles,
             speedup=speedup,
+            history_s=history_s,
             sim=not no_sim,
             dsn=s.dsn,
             sim_args=sim_arg or (),
@@ -179,6 +193,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         measure_every: int = typer.Option(
             10, min=1, help="Every Nth client decodes and times every van (1 = all)."
         ),
+        bbox_km: float = typer.Option(
+            0.0,
+            min=0.0,
+            help="Each client filters its own square neighbourhood this many km wide "
+            "(0: no filter, every van).",
+        ),
     ) -> None:
         """Live push under load: N websocket clients while fixes flow at RATE/s."""
         from devtools.bench_live import BenchOptions, run_bench  # noqa: PLC0415
@@ -195,6 +215,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             mqtt_port=mqtt_port,
             data_dir=data_dir,
             measure_every=measure_every,
+            bbox_km=bbox_km,
         )
         for line in run_bench(opts):
             typer.echo(line)

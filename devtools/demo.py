@@ -11,6 +11,7 @@ broker keep their state in the data directory, so a second run continues the fir
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import re
@@ -62,6 +63,7 @@ class DemoOptions:
     bind: str = "127.0.0.1"
     vehicles: int = 300
     speedup: float = 1.0
+    history_s: float = 3600.0  # at speedup 1: the sim first replays this much of the past
     sim: bool = True
     dsn: str | None = None
     sim_args: Sequence[str] = ()
@@ -79,7 +81,7 @@ class Service(ChildProcess):
 
 
 def demo_token(path: Path) -> str:
-    """The demo's viewer token: made once, kept (0600) in the data dir across runs."""
+    """The demo's admin token: made once, kept (0600) in the data dir across runs."""
     if path.is_file():
         token = path.read_text().strip()
         if token:
@@ -92,10 +94,27 @@ def demo_token(path: Path) -> str:
 
 
 def sim_argv(
-    vehicles: int, speedup: float, data_dir: Path, extra: Sequence[str], tls_port: int, ca: Path
+    vehicles: int,
+    speedup: float,
+    data_dir: Path,
+    extra: Sequence[str],
+    tls_port: int,
+    ca: Path,
+    history_s: float = 0.0,
 ) -> list[str]:
     """``fleet sim`` in device mode: one MQTT connection, credentials and last will per van,
-    each over TLS with the broker's certificate verified, as real trackers connect."""
+    each over TLS with the broker's certificate verified, as real trackers connect.
+
+    With ``history_s`` (real time only), the same vans first drive the last ``history_s``
+    seconds as fast as they can and then go on in real time: the sim never stamps a fix
+    ahead of the clock, so catching up to the present turns it into the live fleet. The
+    planner and the replay have that hour of service to show from the first minute.
+    """
+    if history_s > 0 and speedup == 1.0:
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=history_s)
+        pace = ["--speedup", "0", "--start", start.isoformat(timespec="seconds")]
+    else:
+        pace = ["--speedup", f"{speedup:g}"]
     return [
         "sim",
         "--mode",
@@ -108,8 +127,7 @@ def sim_argv(
         str(data_dir),
         "--vehicles",
         str(vehicles),
-        "--speedup",
-        f"{speedup:g}",
+        *pace,
         *extra,
     ]
 
@@ -317,7 +335,13 @@ class DemoStack:
         env = self._service_env("svc-gateway")
         o = self.opts
         argv = sim_argv(
-            o.vehicles, o.speedup, self.data_dir, o.sim_args, o.mqtt_tls_port, self.tls.ca_file
+            o.vehicles,
+            o.speedup,
+            self.data_dir,
+            o.sim_args,
+            o.mqtt_tls_port,
+            self.tls.ca_file,
+            o.history_s,
         )
         self._spawn("sim", fleet_argv(*argv), env, may_finish=True)
 
@@ -397,7 +421,7 @@ class DemoStack:
             "Makassar pete-pete fleet demo is running. Ctrl-C stops everything.",
             f"  map    {self.map_url}",
             f"  plan   {self.local_base_url}/planner/#token={self.token}   (planner workspace)",
-            f"  token  {self.token}   (viewer; saved in {self.data_dir / TOKEN_FILE})",
+            f"  token  {self.token}   (admin; saved in {self.data_dir / TOKEN_FILE})",
             f"  api    {self.local_base_url}/docs  (OpenAPI)",
             f"  mqtts  mqtts://{self.local_base_url.split('//')[1].split(':')[0]}:"
             f"{o.mqtt_tls_port}   (devices: fleet device add <van-id> --data-dir "
@@ -406,7 +430,12 @@ class DemoStack:
             f"  dsn    {masked_dsn(self.dsn)}",
             f"  logs   {self.logs_dir}/",
         ]
-        if o.sim:
+        if o.sim and o.speedup == 1.0 and o.history_s > 0:
+            lines.append(
+                f"  sim    {o.vehicles} vans: the last {o.history_s / 60:.0f} min of service "
+                "replayed as fast as it goes (minutes), then live in real time"
+            )
+        elif o.sim:
             lines.append(f"  sim    {o.vehicles} vans, simulated time x{o.speedup:g}")
         else:
             lines.append("  sim    off (--no-sim): publish your own devices")
