@@ -14,9 +14,10 @@ Each analytics cycle, after the alerts are reconciled, :func:`reconcile_incident
    opening one when there is none (so a new pair, or a pair that bunches again after it
    cleared, on a route whose incident a human resolved opens a *new* incident);
 2. for every incident whose condition still held at the previous cycle: no open alert
-   left → the condition ended (``ended_at``); an incident nobody resolved is then resolved
-   by the system (``resolved_by = 'system'``). Otherwise the vans are brought up to date
-   (announced as 'updated' while the incident is not resolved).
+   left for ``FLEET_ANALYTICS_INCIDENT_CLEAR_S`` (120 s; ``clear_since`` marks when it cleared) →
+   the condition ended (``ended_at``, the moment it cleared); an incident nobody resolved
+   is then resolved by the system (``resolved_by = 'system'``). Otherwise the vans are
+   brought up to date (announced as 'updated' while the incident is not resolved).
 
 A human resolve (the API) does not end the condition: the resolved incident keeps the
 alerts it has until they clear, so a pair that simply keeps bunching does not reopen it.
@@ -135,9 +136,14 @@ def _link_new_alerts(conn: psycopg.Connection, alerts: list[_OpenAlert]) -> set[
     return opened
 
 
-def reconcile_incidents(conn: psycopg.Connection) -> IncidentChanges:
+def reconcile_incidents(conn: psycopg.Connection, clear_after_s: float = 0.0) -> IncidentChanges:
     """Fold the open alerts into incidents (see the module's description); run inside
-    the analytics cycle's transaction, after :func:`analytics.alerts.reconcile_alerts`."""
+    the analytics cycle's transaction, after :func:`analytics.alerts.reconcile_alerts`.
+
+    ``clear_after_s``: an incident whose condition cleared ends only once it has stayed
+    clear that long (``clear_since``); a pair that bunches again meanwhile continues the
+    same incident, so a condition that flickers at the threshold is one incident, not one
+    per cycle. Its end is the moment it cleared."""
     alerts = [
         _OpenAlert(*r)
         for r in conn.execute(
@@ -157,16 +163,34 @@ def reconcile_incidents(conn: psycopg.Connection) -> IncidentChanges:
         by_incident[alert.incident_id].append(alert)
     updated = resolved = ended = 0
     current = conn.execute(
-        "SELECT id, active_vans, resolved_at IS NOT NULL FROM incidents"
-        " WHERE ended_at IS NULL ORDER BY id"
+        "SELECT id, active_vans, resolved_at IS NOT NULL, clear_since IS NOT NULL,"
+        " clear_since <= now() - make_interval(secs => %s) FROM incidents"
+        " WHERE ended_at IS NULL ORDER BY id",
+        (clear_after_s,),
     ).fetchall()
-    for incident_id, active, was_resolved in current:
+    for incident_id, active, was_resolved, clearing, clear_long_enough in current:
         members = by_incident.get(incident_id, [])
         vans = sorted(set().union(*(a.vans for a in members)))
+        if not vans and clear_after_s > 0 and not clear_long_enough:
+            if not clearing:  # it just cleared: wait and see whether it stays clear
+                conn.execute(
+                    "UPDATE incidents SET clear_since = now(), active_vans = '{}' WHERE id = %s",
+                    (incident_id,),
+                )
+                if not was_resolved:
+                    updated += 1
+                    _event(
+                        conn,
+                        incident_id,
+                        "updated",
+                        [],
+                        f"the condition cleared; ends if it stays clear for {clear_after_s:g} s",
+                    )
+            continue
         if not vans:
             auto = conn.execute(
-                """UPDATE incidents SET ended_at = now(), active_vans = '{}',
-                          resolved_at = now(), resolved_by = %s
+                """UPDATE incidents SET ended_at = coalesce(clear_since, now()),
+                          active_vans = '{}', resolved_at = now(), resolved_by = %s
                    WHERE id = %s AND resolved_at IS NULL""",
                 (SYSTEM_ACTOR, incident_id),
             ).rowcount
@@ -175,7 +199,8 @@ def reconcile_incidents(conn: psycopg.Connection) -> IncidentChanges:
                 _event(conn, incident_id, "resolved", [], "the condition cleared")
             else:  # resolved by a human (before or during this cycle)
                 conn.execute(
-                    "UPDATE incidents SET ended_at = now(), active_vans = '{}' WHERE id = %s",
+                    "UPDATE incidents SET ended_at = coalesce(clear_since, now()),"
+                    " active_vans = '{}' WHERE id = %s",
                     (incident_id,),
                 )
                 ended += 1
@@ -186,7 +211,8 @@ def reconcile_incidents(conn: psycopg.Connection) -> IncidentChanges:
             continue
         newest = members[-1]
         conn.execute(
-            """UPDATE incidents SET active_vans = %s, lat = coalesce(%s, lat),
+            """UPDATE incidents SET active_vans = %s, clear_since = NULL,
+                      lat = coalesce(%s, lat),
                       lon = coalesce(%s, lon),
                       vans = ARRAY(SELECT DISTINCT v FROM unnest(vans || %s::text[]) v ORDER BY v)
                WHERE id = %s""",

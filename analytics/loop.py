@@ -214,7 +214,7 @@ class AnalyticsLoop:
                 self._area_refreshed = time.monotonic()
             conditions = evaluate_alerts(conn, self.lines, s, self.targets)
             opened, resolved = reconcile_alerts(conn, conditions)
-            incidents = reconcile_incidents(conn)
+            incidents = reconcile_incidents(conn, s.incident_clear_s)
             watermark = max(upto, row[0]) if row is not None else upto
             conn.execute(
                 """

@@ -63,6 +63,12 @@ class AnalyticsSettings(BaseSettings):
     stopped_radius_m: float = Field(default=100.0, gt=0)
     terminal_radius_m: float = Field(default=300.0, ge=0)
     offline_minutes: float = Field(default=10.0, gt=0)
+    incident_clear_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="An incident ends only after its condition stayed clear this long, so a "
+        "headway flickering at the threshold is one incident (0: end at once).",
+    )
 
     @field_validator("offpeak_hours")
     @classmethod

@@ -340,3 +340,14 @@ CREATE INDEX IF NOT EXISTS positions_ts ON positions (ts);
 """,
 )
 MIGRATIONS.append(REPLAY_TIME_INDEX)
+
+INCIDENT_HOLD_DOWN = Migration(
+    version=8,
+    name="incidents end only after their condition stayed clear (no flapping)",
+    sql="""
+ALTER TABLE incidents ADD COLUMN IF NOT EXISTS clear_since timestamptz;
+COMMENT ON COLUMN incidents.clear_since IS
+    'the condition cleared at this moment; the incident ends if it stays clear (analytics)';
+""",
+)
+MIGRATIONS.append(INCIDENT_HOLD_DOWN)

@@ -131,7 +131,10 @@ def _put_van(
 def test_alerts_open_and_resolve(db_dsn: str) -> None:
     route = ROUTES["B"]
     now = datetime.now(UTC)
-    loop = AnalyticsLoop(db_dsn, {"B": route}, AnalyticsSettings(stopped_minutes=3))
+    # incidents end as soon as their condition clears (the hold-down against flapping has
+    # its own test in test_incidents_folding.py)
+    settings = AnalyticsSettings(stopped_minutes=3, incident_clear_s=0)
+    loop = AnalyticsLoop(db_dsn, {"B": route}, settings)
     mid_lat, mid_lon = route.position_at(route.length_m / 2)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         # Offline: last fix 20 minutes ago.

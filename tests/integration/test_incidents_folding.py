@@ -24,6 +24,7 @@ from fleet.contract import Fix
 from fleet.routes import load_routes
 from tests.fixtures.analytics import insert_fixes
 from tests.fixtures.incidents import bunching, cycle, stopped
+from tests.fixtures.waiting import wait_for
 
 
 def incidents(dsn: str) -> list[tuple[object, ...]]:
@@ -126,6 +127,36 @@ def test_a_cleared_condition_is_resolved_by_the_system(db_dsn: str) -> None:
     # bunching there again later: a new incident (the old one stays in the history)
     assert cycle(db_dsn, bunching("b2", "b1"), stopped("s1")) == IncidentChanges(opened=1)
     assert [r[7] for r in incidents(db_dsn) if r[1] == "bunching"] == [True, False]
+
+
+def test_a_flickering_condition_is_one_incident_until_it_stays_clear(db_dsn: str) -> None:
+    hold = 0.5
+    cycle(db_dsn, bunching("b2", "b1"), clear_after_s=hold)
+    (first,) = incidents(db_dsn)
+    # cleared: the incident waits (no vans in it now), it does not end
+    assert cycle(db_dsn, clear_after_s=hold) == IncidentChanges(updated=1)
+    (row,) = incidents(db_dsn)
+    assert row[6] == [] and row[7] is False and row[8] is None
+    # bunching again within the hold, another pair even: the same incident goes on
+    assert cycle(db_dsn, bunching("b3", "b2"), clear_after_s=hold) == IncidentChanges(updated=1)
+    (row,) = incidents(db_dsn)
+    assert row[0] == first[0] and row[6] == ["b2", "b3"] and row[5] == ["b1", "b2", "b3"]
+    # clear again, and it stays clear: ended by the system once the hold has passed, its
+    # end the moment it cleared
+    assert cycle(db_dsn, clear_after_s=hold) == IncidentChanges(updated=1)
+    with psycopg.connect(db_dsn) as conn:
+        (cleared_at,) = conn.execute("SELECT clear_since FROM incidents").fetchone()  # type: ignore[misc]
+    ended = wait_for(
+        lambda: cycle(db_dsn, clear_after_s=hold).resolved == 1, 10, "the hold to pass", 0.05
+    )
+    assert ended
+    with psycopg.connect(db_dsn) as conn:
+        row2 = conn.execute("SELECT ended_at, resolved_at, resolved_by FROM incidents").fetchone()
+    assert row2 is not None and row2[0] == cleared_at and row2[1] > row2[0]
+    assert row2[2] == "system"
+    assert [e[0] for e in events(db_dsn, first[0])] == [
+        "opened", "updated", "updated", "updated", "resolved",
+    ]  # fmt: skip
 
 
 def test_after_a_human_resolve_only_a_reoccurrence_opens_a_new_incident(db_dsn: str) -> None:
