@@ -266,6 +266,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ingest_rate: float = typer.Option(10_000, help="fleet bench ingest: fixes/s."),
         ingest_duration: float = typer.Option(30, help="fleet bench ingest: seconds of load."),
         ingest_devices: int = typer.Option(5000, help="fleet bench ingest: devices."),
+        unvacuumed: float = typer.Option(
+            0.1,
+            min=0.0,
+            max=1.0,
+            help="Share of the newest rows written after the last VACUUM (autovacuum's "
+            "insert threshold is 0.2 of the table: 0.1 on average).",
+        ),
         dsn: str | None = typer.Option(
             None, help="Create the scratch databases on this server (default: embedded)."
         ),
@@ -290,6 +297,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             ingest_rate=ingest_rate,
             ingest_duration_s=ingest_duration,
             ingest_devices=ingest_devices,
+            unvacuumed_share=unvacuumed,
             dsn=dsn,
             workdir=workdir,
         )
