@@ -59,6 +59,8 @@ class BenchOptions:
     data_dir: Path | None = None
     interval_ms: int = 250
     measure_every: int = 10  # every Nth client decodes and times every van it receives
+    bbox_km: float = 0.0  # > 0: each client filters its own square neighbourhood this wide
+    seed: int = 1
 
 
 class _Van(msgspec.Struct):
@@ -85,6 +87,32 @@ class _Clients:
     connected: int = 0
 
 
+# -- where the vans are: a grid of 100 rows (222 m apart) by vans/100 columns (445 m) ---
+
+LAT0, LAT_STEP, LON0, LON_STEP, ROWS = -5.2, 0.002, 119.38, 0.004, 100
+
+
+def client_bboxes(opts: BenchOptions) -> list[list[float] | None]:
+    """Each client's ``[minLon, minLat, maxLon, maxLat]``: a ``bbox_km`` square centred on
+    a random point of the fleet's area (None: no filter, every van)."""
+    if opts.bbox_km <= 0:
+        return [None] * opts.clients
+    rng = np.random.default_rng(opts.seed)
+    lat = rng.uniform(LAT0, LAT0 + LAT_STEP * min(ROWS, opts.vans), opts.clients)
+    lon = rng.uniform(LON0, LON0 + LON_STEP * -(-opts.vans // ROWS), opts.clients)
+    half_lat = opts.bbox_km / 2 / 111.195
+    half_lon = half_lat / np.cos(np.radians(lat))
+    return [
+        [
+            float(lon[i] - half_lon[i]),
+            float(lat[i] - half_lat),
+            float(lon[i] + half_lon[i]),
+            float(lat[i] + half_lat),
+        ]
+        for i in range(opts.clients)
+    ]
+
+
 # -- publisher process ------------------------------------------------------------------
 
 
@@ -105,8 +133,8 @@ def _publish(port: int, password: str, rate: int, vans: int, seconds: float, out
             i = sent % vans
             step = sent // vans
             payload = (
-                f'{{"ts":{ts},"lat":{-5.2 + (i % 100) * 0.002 + (step % 50) * 1e-5:.6f},'
-                f'"lon":{119.38 + (i // 100) * 0.004:.6f},"speed":{(step % 15) * 1.0:.1f},'
+                f'{{"ts":{ts},"lat":{LAT0 + (i % ROWS) * LAT_STEP + (step % 50) * 1e-5:.6f},'
+                f'"lon":{LON0 + (i // ROWS) * LON_STEP:.6f},"speed":{(step % 15) * 1.0:.1f},'
                 f'"heading":{(i * 7) % 360}.0,"route":"{ROUTES[i % len(ROUTES)]}"}}'
             )
             burst.append((topics[i], payload.encode()))
@@ -130,6 +158,7 @@ async def _client(
     state: _Clients,
     stop: asyncio.Event,
     measure: bool,
+    bbox: list[float] | None,
 ) -> None:
     try:
         async with connect(
@@ -140,6 +169,8 @@ async def _client(
             ping_interval=None,
             open_timeout=60,
         ) as ws:
+            if bbox is not None:
+                await ws.send(msgspec.json.encode({"type": "filter", "bbox": bbox}), text=True)
             state.connected += 1
             while not stop.is_set():
                 try:
@@ -169,16 +200,17 @@ async def _client(
 async def _run_clients(
     url: str,
     headers: dict[str, str],
-    n: int,
+    bboxes: list[list[float] | None],
     measure_every: int,
     state: _Clients,
     stop: asyncio.Event,
     ready: asyncio.Event,
 ) -> None:
     tasks = []
-    for i in range(n):
+    n = len(bboxes)
+    for i, bbox in enumerate(bboxes):
         measure = i % measure_every == 0
-        tasks.append(asyncio.create_task(_client(i, url, headers, state, stop, measure)))
+        tasks.append(asyncio.create_task(_client(i, url, headers, state, stop, measure, bbox)))
         if i % 20 == 19:
             await asyncio.sleep(0.05)  # do not stampede the accept queue
     deadline = time.monotonic() + 60
@@ -261,9 +293,12 @@ def run_bench(opts: BenchOptions) -> Iterator[str]:
         samples = np.concatenate(state.samples) if state.samples else np.zeros(1, np.int32)
         p50, p99 = np.percentile(samples, [50, 99])
         f50, f99 = np.percentile(np.asarray(state.frame_delays or [0.0]), [50, 99])
+        per_delta = samples.size / max(1, len(state.frame_delays))
         yield (
             f"of which frame built → client received: p50_ms={f50:.0f} p99_ms={f99:.0f} "
-            f"(fan-out to {opts.clients} sockets and the clients' own decoding)"
+            f"(fan-out to {opts.clients} sockets and the clients' own decoding); "
+            f"{per_delta:.0f} vans per delta"
+            + (f" (a {opts.bbox_km:g} km box each)" if opts.bbox_km > 0 else "")
         )
         published, elapsed = result.published, result.elapsed
         yield (
@@ -300,7 +335,7 @@ async def _measure(
     url = f"ws://127.0.0.1:{port}/ws/live"
     headers = {"Authorization": f"Bearer {token}"}
     clients = asyncio.create_task(
-        _run_clients(url, headers, opts.clients, opts.measure_every, state, stop, ready)
+        _run_clients(url, headers, client_bboxes(opts), opts.measure_every, state, stop, ready)
     )
     await ready.wait()
     result.append(f"{state.connected} clients connected; publishing {opts.rate} fixes/s")
