@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Final
+from typing import IO, Final
 
 import typer
 
@@ -48,6 +49,7 @@ STOP_TIMEOUT_S: Final = 15.0
 READY_TIMEOUT_S: Final = 60.0
 POLL_S: Final = 0.25
 TOKEN_FILE: Final = "demo-token"  # noqa: S105 - a file name, not a secret
+LOCK_FILE: Final = "demo.lock"  # held by the running demo (flock)
 
 
 class DemoError(RuntimeError):
@@ -183,10 +185,12 @@ class DemoStack:
         self.creds: dict[str, str] = {}
         self.ingest_health_port = 0
         self.tls: ServerCertificate
+        self._lock: IO[str] | None = None
 
     # ---- start
     def start(self, stopping: threading.Event) -> None:
         """Bring every service up, in order; raise DemoError naming the one that failed."""
+        self._lock_data_dir()
         self._stop_leftover_broker()
         self._check_ports()
         self._ensure_map_library()
@@ -200,6 +204,28 @@ class DemoStack:
             if stopping.is_set():
                 return
             step()
+
+    def _lock_data_dir(self) -> None:
+        """One demo per data dir: a second one would take the first one's broker and
+        database from under it. The lock is the kernel's (flock), so it goes with the
+        process however that ends, kill -9 included, and a new run can take over."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / LOCK_FILE
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise DemoError(
+                f"another `fleet demo` (pid {holder}) is running with the data dir "
+                f"{self.data_dir}: stop it first, or give this one another --data-dir"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle  # held open (locked) for the life of the process
 
     def _stop_leftover_broker(self) -> None:
         """A Mosquitto of an earlier demo on this data dir that was killed (SIGKILL) is ours."""
