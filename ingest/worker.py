@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 
+import numpy as np
 import psycopg
 
 from fleet.contract import (
@@ -63,6 +64,12 @@ def subscriber_options(settings: IngestSettings) -> SubscriberOptions:
     )
 
 
+def _lags(items: list[Item], commit_t: float) -> np.ndarray:
+    """Seconds from each fix's timestamp to the commit (never negative)."""
+    ts = np.fromiter((fix.ts for item in items for fix in item.fixes), dtype=np.float64)
+    return np.maximum(commit_t - ts / 1000.0, 0.0)
+
+
 class IngestWorker:
     def __init__(self, settings: IngestSettings, dsn: str, metrics: IngestMetrics) -> None:
         self.settings = settings
@@ -90,7 +97,6 @@ class IngestWorker:
             decoded = Decoded(None, "")
             decoded.rejections.append(Rejection(Reason.UNDECODABLE, repr(exc), msg.payload))
         item = Item(msg.topic, msg.payload, decoded.vehicle_id, decoded.fixes, decoded.status)
-        self.metrics.fixes_received.inc(len(decoded.fixes))
         if decoded.rejections:
             item.dead_letter = self._dead_letter(msg, decoded.rejections)
             item.refused_seqs = [r.seq for r in decoded.rejections if r.seq is not None]
@@ -256,6 +262,7 @@ class IngestWorker:
                 m.pending.set(len(messages) + self.source.inbox.qsize())
                 now_ms = int(time.time() * 1000)
                 items = [self._decode(msg, now_ms) for msg in messages]
+                m.fixes_received.inc(sum(len(item.fixes) for item in items))
                 if not self._write_until_committed(items, stop):
                     break  # stopping with an uncommitted batch: nothing acked, broker redelivers
                 acked = self.source.ack(messages)
@@ -265,10 +272,7 @@ class IngestWorker:
                 m.batches.inc()
                 m.last_commit.set(commit_t)
                 m.batch_seconds.observe(time.monotonic() - messages[0].received)
-                observe = m.lag_seconds.observe
-                for item in items:
-                    for fix in item.fixes:
-                        observe(max(0.0, commit_t - fix.ts / 1000.0))
+                m.lag_seconds.observe_many(_lags(items, commit_t))
                 log.debug(
                     "batch committed",
                     extra={

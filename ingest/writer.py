@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final
 
+import msgspec
 import psycopg
 from msgspec.structs import astuple
 
@@ -190,17 +191,16 @@ class DeadLetter:
     bad_fixes: int = 0  # fixes of this message that were refused (0: no fix was readable)
 
 
-@dataclass(slots=True)
-class Item:
-    """What one MQTT message contributes to a batch."""
+class Item(msgspec.Struct):
+    """What one MQTT message contributes to a batch (a C-level struct: one per message)."""
 
     topic: str
     payload: bytes
     vehicle_id: str
-    fixes: list[Fix] = field(default_factory=list)
+    fixes: list[Fix] = msgspec.field(default_factory=list)
     status: str | None = None
     dead_letter: DeadLetter | None = None
-    refused_seqs: list[int] = field(default_factory=list)  # for the storage receipt
+    refused_seqs: list[int] = msgspec.field(default_factory=list)  # for the storage receipt
 
     def refuse(self, reason: str, detail: str) -> None:
         """Turn this message into a dead letter only: every fix in it refused."""

@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
+
 from mqtt5._errors import MqttProtocolError
 
 __all__ = [
@@ -171,8 +173,9 @@ def publish_packet(
     return bytes((first,)) + varint(len(rest) + len(payload)) + rest + payload
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(msgspec.Struct, frozen=True, gc=False):
+    """A received PUBLISH (a C-level struct: one is made for every message read)."""
+
     topic: str
     payload: bytes
     qos: int
