@@ -34,7 +34,7 @@ from ingest.metrics import IngestMetrics
 from ingest.writer import BatchWriter, DeadLetter, Item, WriteResult, is_data_error, printable
 from mqtt5 import Message, MqttSubscriber, SubscriberOptions
 
-__all__ = ["IngestWorker"]
+__all__ = ["IngestWorker", "lags"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def subscriber_options(settings: IngestSettings) -> SubscriberOptions:
     )
 
 
-def _lags(items: list[Item], commit_t: float) -> np.ndarray:
+def lags(items: list[Item], commit_t: float) -> np.ndarray:
     """Seconds from each fix's timestamp to the commit (never negative)."""
     ts = np.fromiter((fix.ts for item in items for fix in item.fixes), dtype=np.float64)
     return np.maximum(commit_t - ts / 1000.0, 0.0)
@@ -272,7 +272,7 @@ class IngestWorker:
                 m.batches.inc()
                 m.last_commit.set(commit_t)
                 m.batch_seconds.observe(time.monotonic() - messages[0].received)
-                m.lag_seconds.observe_many(_lags(items, commit_t))
+                m.lag_seconds.observe_many(lags(items, commit_t))
                 log.debug(
                     "batch committed",
                     extra={
