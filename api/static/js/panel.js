@@ -56,13 +56,19 @@ export function updateCounts() {
     totals[st] = (totals[st] || 0) + 1;
     if (st !== "offline") { perRoute[v.route] = (perRoute[v.route] || 0) + 1; }
   });
-  $("count-online").textContent = totals.online;
-  $("count-stale").textContent = totals.stale;
-  $("count-offline").textContent = totals.offline;
+  setText($("count-online"), totals.online);
+  setText($("count-stale"), totals.stale);
+  setText($("count-offline"), totals.offline);
   for (const el of document.querySelectorAll("[data-count]")) {
     const code = el.getAttribute("data-count");
-    el.textContent = routeVisible(code) ? (perRoute[code] || 0) : "–";
+    setText(el, routeVisible(code) ? (perRoute[code] || 0) : "–");
   }
+}
+
+// a write of the same text still costs a layout and a paint: four times a second, at 5,000 vans
+function setText(el, value) {
+  const text = String(value);
+  if (el.textContent !== text) { el.textContent = text; }
 }
 
 function routeBoxes() { return $("routes").querySelectorAll("input[type=checkbox]"); }

@@ -1,11 +1,15 @@
-/* The vans: one canvas over the map, redrawn once per animation frame when something moved.
+/* The vans: one canvas over the map, painted off the main thread.
  *
- * `vans` maps id → {v: the last van record, x, y: its point on the canvas (for clicks)}.
- * A delta only updates records and marks the layer dirty; the next animation frame
- * projects and draws every van in one pass (dot in the route's colour, heading arrow,
- * stale faded, offline grey with a cross, the selected van with a halo, drawn last).
- * One DOM marker per van (Leaflet divIcons) cost 350 ms of main thread per frame at
- * 5,000 vans; this layer stays within a display frame (docs/benchmarks.md, "War room").
+ * `vans` maps id → {v: the last van record, slot: its index in the painter's arrays}.
+ * A frame only updates records and marks their slots; once per animation frame the
+ * changed slots (lon, lat, look as typed arrays) and the map's view go to the painter
+ * (js/vanpaint.js) in a worker (js/workers/vans-worker.js), which projects and stamps
+ * every van and answers with the picture as an ImageBitmap; the page shows it at the
+ * view's position (so the dots never lag a pan).  At most one picture is being painted
+ * at a time: what changes meanwhile goes with the next.  Without OffscreenCanvas (or if
+ * the worker fails) the same painter runs here.  The main thread keeps the records,
+ * hit-testing (clicks and hover, projected on demand) and Leaflet; at 5,000 vans four
+ * times a second that is a few ms a frame (docs/benchmarks.md, "War room").
  * What the other parts do about a van (select it, list a new route, show or close its
  * details) is wired in by onVanEvents().
  */
@@ -13,12 +17,12 @@
 import { map } from "./map.js";
 import { colorOf, routeNames } from "./routes.js";
 import { routeVisible, state } from "./state.js";
+import { NO_LOOK, createPainter, worldPoint } from "./vanpaint.js";
 
 export const vans = {};
 
-const RADIUS = 4.5;    // dot radius, px
 const HIT_PX = 9;      // a click this close to a van selects it
-const ARROW = 8.5;     // arrow tip distance from the centre, px
+const MAX_RATIO = 2;   // pixel ratio painted at most (a 4k screen's 3× is 2.25× the pixels)
 
 const handlers = {
   clicked: (_id) => {},      // a van was clicked
@@ -30,40 +34,76 @@ const handlers = {
 export function onVanEvents(h) { Object.assign(handlers, h); }
 
 let canvas = null;
-let ctx = null;
-let dirty = false;
-let drawn = 0;  // redraws so far (for the test hook)
+let ctx = null;        // "bitmaprenderer" (worker paints) or "2d" (painted here)
+let worker = null;
+let painter = null;    // the in-page painter, without a worker
+let scheduled = false; // an animation frame is requested
+let busy = false;      // a picture is being painted by the worker
+let again = false;     // something changed while it was
+let drawn = 0;         // pictures shown so far (for the test hook)
+let viewId = 0;
+const pinned = new Map();  // view id → the layer point its picture belongs at
+
+const slotOf = [];     // slot → entry (or null: free)
+const freeSlots = [];
+const dirty = new Set();   // slots changed since the last picture was sent
+const lookIndex = new Map();  // "colour|status|heading|selected" → look index
+const lookDefs = [];          // every look defined: [index, colour, status, heading, selected]
+let newLooks = [];            // defined since the last message
+
+function ratio() { return Math.min(window.devicePixelRatio || 1, MAX_RATIO); }
 
 const VanLayer = L.Layer.extend({
   onAdd(m) {
-    canvas = L.DomUtil.create("canvas", "van-layer leaflet-zoom-hide");
-    canvas.style.pointerEvents = "none";  // clicks reach the map (and the route lines)
-    ctx = canvas.getContext("2d");
-    m.getPanes().overlayPane.appendChild(canvas);
-    this._resize();
-    m.on("move zoomend viewreset", requestDraw);
-    m.on("resize", this._resize, this);
+    makeCanvas(m);
+    m.on("move zoomend viewreset resize", onMapMove);
     m.on("click", onMapClick);
     m.on("mousemove", onMouseMove);
   },
   onRemove(m) {
-    m.off("move zoomend viewreset", requestDraw);
-    m.off("resize", this._resize, this);
+    m.off("move zoomend viewreset resize", onMapMove);
     m.off("click", onMapClick);
     m.off("mousemove", onMouseMove);
     canvas.remove();
     canvas = ctx = null;
-  },
-  _resize() {
-    const size = map.getSize();
-    const ratio = window.devicePixelRatio || 1;
-    canvas.width = size.x * ratio;
-    canvas.height = size.y * ratio;
-    canvas.style.width = size.x + "px";
-    canvas.style.height = size.y + "px";
-    requestDraw();
   }
 });
+
+function makeCanvas(m) {
+  canvas = L.DomUtil.create("canvas", "van-layer leaflet-zoom-hide");
+  canvas.style.pointerEvents = "none";  // clicks reach the map (and the route lines)
+  m.getPanes().overlayPane.appendChild(canvas);
+  if (!worker && !painter && typeof OffscreenCanvas === "function" && typeof Worker === "function") {
+    try {
+      worker = new Worker(new URL("./workers/vans-worker.js", import.meta.url), { type: "module" });
+      worker.onmessage = onDrawn;
+      worker.onerror = (e) => { console.warn("van painter worker", e.message || e); paintHere(); };
+    } catch (e) {
+      worker = null;
+    }
+  }
+  ctx = worker ? canvas.getContext("bitmaprenderer") : canvas.getContext("2d");
+  if (!worker && !painter) { paintHere(); }
+}
+
+/* No worker (or it failed): the same painter on this thread, from every van afresh. */
+function paintHere() {
+  if (worker) { worker.terminate(); worker = null; }
+  busy = false;
+  painter = createPainter((w, h) => { const c = document.createElement("canvas"); c.width = w; c.height = h; return c; });
+  painter.defineLooks(lookDefs);
+  newLooks = [];
+  for (let s = 0; s < slotOf.length; s++) { dirty.add(s); }
+  if (canvas) {  // a canvas keeps its first context type: a fresh one for "2d"
+    const parent = canvas.parentNode;
+    canvas.remove();
+    canvas = L.DomUtil.create("canvas", "van-layer leaflet-zoom-hide");
+    canvas.style.pointerEvents = "none";
+    if (parent) { parent.appendChild(canvas); }
+    ctx = canvas.getContext("2d");
+  }
+  requestDraw();
+}
 
 let layer = null;
 
@@ -71,147 +111,146 @@ function ensureLayer() {
   if (!layer) { layer = new VanLayer(); layer.addTo(map); }
 }
 
+/* Data changes go at the end of the current task (a websocket frame's, a replay tick's):
+ * no animation frame of the page's own is needed for the worker to paint. */
 function requestDraw() {
-  if (dirty) { return; }
-  dirty = true;
-  requestAnimationFrame(draw);
+  if (scheduled) { return; }
+  scheduled = true;
+  queueMicrotask(flush);
 }
 
-function draw() {
-  dirty = false;
-  if (!ctx) { return; }
-  drawn++;
-  const size = map.getSize();
-  const ratio = window.devicePixelRatio || 1;
-  // the canvas sits in the map pane, which pans: pin it to the container's top-left
-  L.DomUtil.setPosition(canvas, map.containerPointToLayerPoint([0, 0]));
-  if (!frame || frame.width !== canvas.width || frame.height !== canvas.height) {
-    frame = ctx.createImageData(canvas.width, canvas.height);
-    pixels = new Uint32Array(frame.data.buffer);
+/* Map moves: at most once per animation frame. */
+let moveQueued = false;
+function onMapMove() {
+  if (moveQueued) { return; }
+  moveQueued = true;
+  requestAnimationFrame(() => { moveQueued = false; requestDraw(); });
+}
+
+function markDirty(entry) {
+  dirty.add(entry.slot);
+  requestDraw();
+}
+
+/* The look of a van (kept on its entry while colour, status, heading step and selection
+ * stay the same: most frames change only positions). */
+function lookOf(e, selected) {
+  const v = e.v;
+  const status = v.status || "online";
+  const heading = typeof v.heading === "number" && status !== "offline" ?
+    (Math.round(v.heading / 10) % 36) * 10 : null;
+  const color = colorOf(v.route || "?");
+  if (e.look !== undefined && e.lookColor === color && e.lookStatus === status &&
+      e.lookHeading === heading && e.lookSelected === selected) { return e.look; }
+  e.lookColor = color; e.lookStatus = status; e.lookHeading = heading; e.lookSelected = selected;
+  e.look = lookIndexOf(color, status, heading, selected);
+  return e.look;
+}
+
+function lookIndexOf(color, status, heading, selected) {
+  const key = color + "|" + status + "|" + heading + "|" + selected;
+  let i = lookIndex.get(key);
+  if (i === undefined) {
+    i = lookDefs.length;
+    lookIndex.set(key, i);
+    const def = [i, color, status, heading, selected];
+    lookDefs.push(def);
+    newLooks.push(def);
   }
-  pixels.fill(0);
-  // container point = world pixel at this zoom − pixel origin − where the pane has panned
+  return i;
+}
+
+/* The map's view now: container point = world pixel at this zoom − (ox, oy). */
+function currentView() {
+  const size = map.getSize();
+  const origin = map.getPixelOrigin();
+  const topLeft = map.containerPointToLayerPoint([0, 0]);
+  const sel = state.selectedVan && vans[state.selectedVan] ? vans[state.selectedVan].slot : -1;
+  return {
+    id: ++viewId, zoom: map.getZoom(), ox: origin.x + topLeft.x, oy: origin.y + topLeft.y,
+    w: size.x, h: size.y, ratio: ratio(), sel: sel, left: topLeft.x, top: topLeft.y
+  };
+}
+
+/* Once per animation frame: the changed slots and the view to the painter. */
+function flush() {
+  scheduled = false;
+  if (!ctx) { return; }
+  if (busy) { again = true; return; }  // sent when the picture being painted comes back
+  const n = dirty.size;
+  const buf = new Float64Array(4 * n);  // [slot, lon, lat, look] per changed van: one transfer
+  let k = 0;
+  for (const s of dirty) {
+    const e = slotOf[s];
+    buf[k] = s;
+    if (e) {
+      buf[k + 1] = e.v.lon; buf[k + 2] = e.v.lat; buf[k + 3] = lookOf(e, state.selectedVan === e.id);
+    } else {
+      buf[k + 3] = NO_LOOK;
+    }
+    k += 4;
+  }
+  dirty.clear();
+  const view = currentView();
+  if (worker) {
+    if (newLooks.length) { worker.postMessage({ type: "looks", defs: newLooks }); newLooks = []; }
+    pinned.set(view.id, [view.left, view.top, view.w, view.h]);
+    busy = true;
+    worker.postMessage({ type: "frame", changes: buf, view: view }, [buf.buffer]);
+    return;
+  }
+  painter.defineLooks(newLooks);
+  newLooks = [];
+  painter.update(buf);
+  place(view.left, view.top, view.w, view.h);
+  painter.draw(ctx, view);
+  drawn++;
+}
+
+/* The canvas sits in the map pane, which pans: pin it to the container's top-left. */
+function place(left, top, w, h) {
+  const W = Math.max(1, Math.round(w * ratio())), H = Math.max(1, Math.round(h * ratio()));
+  if (canvas.width !== W || canvas.height !== H) { canvas.width = W; canvas.height = H; }
+  if (canvas.style.width !== w + "px") { canvas.style.width = w + "px"; }
+  if (canvas.style.height !== h + "px") { canvas.style.height = h + "px"; }
+  L.DomUtil.setPosition(canvas, L.point(left, top));
+}
+
+function onDrawn(ev) {
+  const m = ev.data;
+  if (m.type !== "drawn") { return; }
+  busy = false;
+  const at = pinned.get(m.id);
+  pinned.delete(m.id);
+  if (ctx && at && worker) {
+    place(at[0], at[1], at[2], at[3]);
+    ctx.transferFromImageBitmap(m.bitmap);
+    drawn++;
+  } else if (m.bitmap) {
+    m.bitmap.close();
+  }
+  if (again) { again = false; requestDraw(); }
+}
+
+/* The van under a container point (the nearest within HIT_PX; the selected one wins ties).
+ * Projected here, as the painter does, once per move or zoom of each van. */
+function vanAt(x, y) {
+  const size = map.getSize();
   const zoom = map.getZoom();
   const origin = map.getPixelOrigin();
   const topLeft = map.containerPointToLayerPoint([0, 0]);
   const ox = origin.x + topLeft.x, oy = origin.y + topLeft.y;
-  let selected = null;
+  let best = null, bestD = HIT_PX * HIT_PX;
   for (const id in vans) {
     const e = vans[id];
     const v = e.v;
-    if (e.pz !== zoom || e.plat !== v.lat || e.plon !== v.lon) {  // project once per move/zoom
-      const w = map.project([v.lat, v.lon], zoom);
-      e.wx = w.x; e.wy = w.y; e.pz = zoom; e.plat = v.lat; e.plon = v.lon;
+    if (e.pz !== zoom || e.plat !== v.lat || e.plon !== v.lon) {
+      const w = worldPoint(v.lat, v.lon, zoom);
+      e.wx = w[0]; e.wy = w[1]; e.pz = zoom; e.plat = v.lat; e.plon = v.lon;
     }
-    const x = e.wx - ox, y = e.wy - oy;
-    e.x = x; e.y = y;
-    e.visible = x > -20 && y > -20 && x < size.x + 20 && y < size.y + 20;
-    if (!e.visible) { continue; }
-    if (id === state.selectedVan) { selected = e; continue; }
-    stamp(spriteOf(v, false), Math.round(x * ratio), Math.round(y * ratio));
-  }
-  if (selected) {  // on top of the others
-    stamp(spriteOf(selected.v, true), Math.round(selected.x * ratio), Math.round(selected.y * ratio));
-  }
-  ctx.putImageData(frame, 0, 0);
-}
-
-/* Vans are stamped into one pixel buffer, put on the canvas once per frame: with
- * Chromium's software canvas (no GPU in a control-room PC's browser, or headless) 5,000
- * drawImage calls cost ~30 ms a frame and 5,000 vector dots ~100 ms; copying each van's
- * ~100 opaque pixels costs a few ms.  Each look (route colour, status, heading in 10°
- * steps, selected) is drawn once with vector paths, then kept as its non-transparent
- * pixels: offset, colour, alpha. */
-let frame = null;   // ImageData of the whole canvas
-let pixels = null;  // its Uint32 view (little-endian ABGR)
-
-function stamp(sprite, cx, cy) {
-  const w = frame.width, h = frame.height, px = pixels;
-  const { dx, dy, rgba, alpha } = sprite;
-  for (let i = 0; i < dx.length; i++) {
-    const x = cx + dx[i], y = cy + dy[i];
-    if (x < 0 || y < 0 || x >= w || y >= h) { continue; }
-    const at = y * w + x;
-    const a = alpha[i];
-    // edges keep their smoothing over the map; over another van a half-covered pixel wins
-    if (a >= 128 || px[at] === 0) { px[at] = rgba[i]; }
-  }
-}
-
-const SPRITE = 18;  // css px
-const sprites = new Map();
-
-function spriteOf(v, selected) {
-  const color = colorOf(v.route || "?");
-  const status = v.status || "online";
-  const heading = typeof v.heading === "number" && status !== "offline" ?
-    (Math.round(v.heading / 10) % 36) * 10 : null;
-  const key = color + "|" + status + "|" + heading + "|" + selected;
-  let sprite = sprites.get(key);
-  if (!sprite) { sprite = pixelsOf(makeSprite(color, status, heading, selected)); sprites.set(key, sprite); }
-  return sprite;
-}
-
-function pixelsOf(c) {
-  const n = c.width, half = Math.floor(n / 2);
-  const data = new Uint32Array(c.getContext("2d").getImageData(0, 0, n, n).data.buffer);
-  const dx = [], dy = [], rgba = [], alpha = [];
-  for (let y = 0; y < n; y++) {
-    for (let x = 0; x < n; x++) {
-      const v = data[y * n + x];
-      if ((v >>> 24) === 0) { continue; }
-      dx.push(x - half); dy.push(y - half); rgba.push(v); alpha.push(v >>> 24);
-    }
-  }
-  return { dx: Int16Array.from(dx), dy: Int16Array.from(dy), rgba: Uint32Array.from(rgba), alpha: Uint8Array.from(alpha) };
-}
-
-function makeSprite(color, status, heading, selected) {
-  const ratio = window.devicePixelRatio || 1;
-  const c = document.createElement("canvas");
-  c.width = c.height = SPRITE * ratio;
-  const g = c.getContext("2d", { willReadFrequently: true });
-  g.setTransform(ratio, 0, 0, ratio, SPRITE / 2 * ratio, SPRITE / 2 * ratio);  // origin: centre
-  if (selected) {
-    g.beginPath(); g.arc(0, 0, SPRITE / 2, 0, 2 * Math.PI);
-    g.fillStyle = "rgba(255, 214, 0, 0.85)"; g.fill();
-  }
-  if (heading !== null) {  // the arrow ahead of the dot, pointing where the van heads
-    g.save();
-    g.rotate(heading * Math.PI / 180);
-    g.beginPath(); g.moveTo(0, -ARROW); g.lineTo(3.5, -2); g.lineTo(-3.5, -2); g.closePath();
-    g.fillStyle = color; g.fill();
-    g.strokeStyle = "#222"; g.lineWidth = 0.8; g.stroke();
-    g.restore();
-  }
-  g.beginPath(); g.arc(0, 0, RADIUS + 1, 0, 2 * Math.PI);
-  g.fillStyle = "rgba(0, 0, 0, 0.55)"; g.fill();  // outline ring
-  g.beginPath(); g.arc(0, 0, RADIUS, 0, 2 * Math.PI);
-  g.fillStyle = status === "offline" ? "#9aa3ad" : "#fff"; g.fill();  // white border
-  if (status === "offline") {
-    g.beginPath();
-    g.moveTo(-3, -3); g.lineTo(3, 3); g.moveTo(3, -3); g.lineTo(-3, 3);
-    g.strokeStyle = "#c00"; g.lineWidth = 2; g.stroke();
-  } else {
-    g.beginPath(); g.arc(0, 0, RADIUS - 2, 0, 2 * Math.PI);
-    g.fillStyle = color; g.fill();
-  }
-  if (status === "stale") {  // faded: paled towards white, yet opaque (stamps do not blend)
-    g.setTransform(1, 0, 0, 1, 0, 0);
-    g.globalCompositeOperation = "source-atop";
-    g.fillStyle = "rgba(255, 255, 255, 0.55)";
-    g.fillRect(0, 0, c.width, c.height);
-  }
-  return c;
-}
-
-/* The van under a container point (the nearest within HIT_PX; the selected one wins ties). */
-function vanAt(x, y) {
-  let best = null, bestD = HIT_PX * HIT_PX;
-  for (const id of Object.keys(vans)) {
-    const e = vans[id];
-    if (!e.visible) { continue; }
-    const d = (e.x - x) * (e.x - x) + (e.y - y) * (e.y - y);
+    const ex = e.wx - ox, ey = e.wy - oy;
+    if (ex < -20 || ey < -20 || ex > size.x + 20 || ey > size.y + 20) { continue; }
+    const d = (ex - x) * (ex - x) + (ey - y) * (ey - y);
     if (d < bestD || (d === bestD && id === state.selectedVan)) { best = id; bestD = d; }
   }
   return best;
@@ -222,10 +261,18 @@ function onMapClick(ev) {
   if (id) { handlers.clicked(id); }
 }
 
+let hoverAt = null;  // hover hit-tests: at most one per animation frame
 function onMouseMove(ev) {
-  const id = vanAt(ev.containerPoint.x, ev.containerPoint.y);
-  map.getContainer().style.cursor = id ? "pointer" : "";
-  map.getContainer().title = id ? id + (vans[id].v.route ? " · " + vans[id].v.route : "") : "";
+  const first = hoverAt === null;
+  hoverAt = ev.containerPoint;
+  if (!first) { return; }
+  requestAnimationFrame(() => {
+    const p = hoverAt;
+    hoverAt = null;
+    const id = vanAt(p.x, p.y);
+    map.getContainer().style.cursor = id ? "pointer" : "";
+    map.getContainer().title = id ? id + (vans[id].v.route ? " · " + vans[id].v.route : "") : "";
+  });
 }
 
 export function upsertVan(v) {
@@ -233,15 +280,17 @@ export function upsertVan(v) {
   ensureLayer();
   const entry = vans[v.id];
   if (!entry) {
-    vans[v.id] = { v: v, x: 0, y: 0, visible: false };
+    const slot = freeSlots.length ? freeSlots.pop() : slotOf.length;
+    const e = vans[v.id] = { id: v.id, v: v, slot: slot };
+    slotOf[slot] = e;
+    markDirty(e);
     if (!routeNames[v.route] && state.routes.indexOf(v.route) < 0) { handlers.newRoute(); }
-    requestDraw();
     return;
   }
   // never move a van back in time (the server guarantees it; keep the page honest too)
   if (entry.v.ts && v.ts && v.ts < entry.v.ts) { return; }
   entry.v = v.status ? v : Object.assign({}, entry.v, v, { status: entry.v.status });
-  requestDraw();
+  markDirty(entry);
   if (state.selectedVan === v.id) { handlers.selectedChanged(); }
 }
 
@@ -249,26 +298,33 @@ export function removeVan(id) {
   const entry = vans[id];
   if (!entry) { return; }
   delete vans[id];
-  requestDraw();
+  freeSlot(entry);
   if (state.selectedVan === id) { handlers.selectedRemoved(); }
 }
 
 /* Every van off the map (replay seeks, back to live). */
 export function clearVans() {
-  Object.keys(vans).forEach((id) => { delete vans[id]; });
-  requestDraw();
+  Object.keys(vans).forEach((id) => { freeSlot(vans[id]); delete vans[id]; });
+}
+
+function freeSlot(entry) {
+  slotOf[entry.slot] = null;
+  freeSlots.push(entry.slot);
+  markDirty(entry);
 }
 
 export function setStatus(id, status) {
   const entry = vans[id];
   if (!entry) { return; }
   entry.v = Object.assign({}, entry.v, { status: status });
-  requestDraw();
+  markDirty(entry);
   if (state.selectedVan === id) { handlers.selectedChanged(); }
 }
 
 /* Restyle after a change of selection; the selected van is drawn on top. */
-export function restyle(_id) { requestDraw(); }
+export function restyle(id) {
+  if (vans[id]) { markDirty(vans[id]); } else { requestDraw(); }
+}
 
 /* What the map shows, for the test hook: one record per van, by id. */
 export function markerViews() {
