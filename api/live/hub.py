@@ -1,6 +1,7 @@
 """The live hub: applies feed batches, ticks every interval, fans frames out to clients.
 
-Each tick takes the state's changes once, groups clients by filter, encodes one delta
+Each tick takes the state's changes once, groups clients by filter, finds the vans of
+every filter at once (:func:`api.live.matching.vans_by_filter`), encodes one delta
 frame per distinct filter (not per client) and offers it to each member.  The
 hub never awaits a client: slow ones are cut off by their own :class:`LiveClient`.
 """
@@ -22,11 +23,11 @@ from api.live.frames import (
     OutFrame,
     SnapshotFrame,
     StatusFrame,
-    Vehicle,
     encode_frame,
 )
+from api.live.matching import vans_by_filter
 from api.live.mqtt_feed import FeedBatch
-from api.live.state import Changes, LiveState, StatusChange
+from api.live.state import LiveState, StatusChange
 from api.metrics import ApiMetrics
 
 __all__ = ["LiveHub"]
@@ -164,8 +165,9 @@ class LiveHub:
             )
             for change in changes.statuses
         ]
+        seen_by = vans_by_filter(groups, changes)  # all filters at once (numpy)
         for live_filter, members in groups.items():
-            vans = _vans_for(live_filter, changes)
+            vans = seen_by[live_filter]
             shared: OutFrame | None = None
             for client in members:
                 since, client.snapshot_version = client.snapshot_version, None
@@ -199,21 +201,3 @@ def _sees_status(live_filter: LiveFilter, change: StatusChange) -> bool:
     if change.lat is None or change.lon is None:
         return True
     return live_filter.in_bbox(change.lat, change.lon)
-
-
-def _vans_for(live_filter: LiveFilter, changes: Changes) -> list[Vehicle]:
-    """Moved vans a filter sees: inside it now, or inside at the previous tick (left)."""
-    if live_filter.is_everything:
-        return changes.moved
-    out: list[Vehicle] = []
-    moved_from = changes.moved_from
-    for v in changes.moved:
-        if not live_filter.matches_route(v.route):
-            continue
-        if live_filter.in_bbox(v.lat, v.lon):
-            out.append(v)
-            continue
-        before = moved_from.get(v.id)
-        if before is not None and live_filter.in_bbox(before[0], before[1]):
-            out.append(v)
-    return out
