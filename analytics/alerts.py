@@ -84,16 +84,22 @@ def _stopped(
     conn: psycopg.Connection, lines: Mapping[str, RouteLine], s: AnalyticsSettings
 ) -> list[AlertCondition]:
     window = s.stopped_minutes * 60
+    # Per van, its own last minutes through the (vehicle_id, ts) key: LATERAL keeps it a
+    # range scan per van. As a plain join the planner cannot see how narrow each van's
+    # range is and hashes the whole positions table (4.5 s at 20 M rows, every cycle).
     rows = conn.execute(
         """
-        SELECT v.vehicle_id, v.route, v.lat, v.lon,
-               max(p.lat) - min(p.lat), max(p.lon) - min(p.lon),
-               extract(epoch FROM v.last_ts - min(p.ts))::float8
+        SELECT v.vehicle_id, v.route, v.lat, v.lon, p.dlat, p.dlon, p.covered
         FROM vehicles v
-        JOIN positions p ON p.vehicle_id = v.vehicle_id
-         AND p.ts >= v.last_ts - make_interval(secs => %s) AND p.ts <= v.last_ts
+        CROSS JOIN LATERAL (
+            SELECT max(lat) - min(lat) AS dlat, max(lon) - min(lon) AS dlon,
+                   extract(epoch FROM v.last_ts - min(ts))::float8 AS covered
+            FROM positions
+            WHERE vehicle_id = v.vehicle_id
+              AND ts >= v.last_ts - make_interval(secs => %s) AND ts <= v.last_ts
+            HAVING count(*) > 0
+        ) p
         WHERE v.last_ts >= now() - make_interval(secs => %s)
-        GROUP BY v.vehicle_id, v.route, v.lat, v.lon, v.last_ts
         """,
         (window * 1.2, s.offline_minutes * 60),
     ).fetchall()

@@ -351,3 +351,28 @@ COMMENT ON COLUMN incidents.clear_since IS
 """,
 )
 MIGRATIONS.append(INCIDENT_HOLD_DOWN)
+
+POSITIONS_BY_ARRIVAL = Migration(
+    version=9,
+    name="positions by arrival time: a b-tree on received_at for the analytics loop's scan",
+    # The loop finds each cycle's new rows by received_at. A BRIN index summarizes a
+    # block range only when (auto)vacuum runs, and an insert-only table is vacuumed
+    # after autovacuum_vacuum_insert_scale_factor (0.2) of it was inserted: every range
+    # written since then matches any query, so each cycle re-read up to a fifth of the
+    # table — history slowed the present (docs/benchmarks.md, "History and the
+    # present"). A b-tree finds exactly the new rows; the rows of one ingest batch
+    # share received_at (the transaction's now()), so b-tree deduplication keeps it
+    # small, and inserts go to its rightmost leaf. On TimescaleDB the index is created
+    # on every chunk of the hypertable (CREATE INDEX works on hypertables as on tables).
+    sql="""
+CREATE INDEX IF NOT EXISTS positions_received_at ON positions (received_at);
+DROP INDEX IF EXISTS positions_received_at_brin;
+""",
+    # The alert evaluation reads the last two hours of passages every cycle; without an
+    # index leading with ts that was a scan of every passage ever detected. A passages
+    # hypertable has TimescaleDB's default (ts DESC) index already.
+    plain_sql="""
+CREATE INDEX IF NOT EXISTS passages_ts ON passages (ts);
+""",
+)
+MIGRATIONS.append(POSITIONS_BY_ARRIVAL)
