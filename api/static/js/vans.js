@@ -1,15 +1,15 @@
-/* The vans: one canvas over the map, painted off the main thread.
+/* The vans: a canvas over the map, painted off the main thread.
  *
  * `vans` maps id → {v: the last van record, slot: its index in the painter's arrays}.
- * A frame only updates records and marks their slots; once per animation frame the
- * changed slots (lon, lat, look as typed arrays) and the map's view go to the painter
+ * A frame only updates records and marks their slots; at the end of that task the
+ * changed slots (lon, lat, look: one typed array) and the map's view go to the painter
  * (js/vanpaint.js) in a worker (js/workers/vans-worker.js), which projects and stamps
- * every van and answers with the picture as an ImageBitmap; the page shows it at the
- * view's position (so the dots never lag a pan).  At most one picture is being painted
- * at a time: what changes meanwhile goes with the next.  Without OffscreenCanvas (or if
- * the worker fails) the same painter runs here.  The main thread keeps the records,
- * hit-testing (clicks and hover, projected on demand) and Leaflet; at 5,000 vans four
- * times a second that is a few ms a frame (docs/benchmarks.md, "War room").
+ * every van straight into canvases handed to it (OffscreenCanvas).  At most one picture
+ * is being painted at a time: what changes meanwhile goes with the next.  Without
+ * OffscreenCanvas (or if the worker fails) the same painter runs here, on one canvas.
+ * The main thread keeps the records, hit-testing (clicks and hover, projected on demand)
+ * and Leaflet: at 5,000 vans four times a second a few ms a frame (docs/benchmarks.md,
+ * "War room").
  * What the other parts do about a van (select it, list a new route, show or close its
  * details) is wired in by onVanEvents().
  */
@@ -33,16 +33,22 @@ const handlers = {
 
 export function onVanEvents(h) { Object.assign(handlers, h); }
 
-let canvas = null;
-let ctx = null;        // "bitmaprenderer" (worker paints) or "2d" (painted here)
+/* Painted by the worker: two canvases handed to it (transferControlToOffscreen), so a
+ * picture reaches the screen without a frame of the page's own.  A picture for the same
+ * view goes to the shown canvas; one for a new view (pan, zoom, resize) to the hidden
+ * one, placed there first and shown when the worker says it is painted — so the dots
+ * never sit at the old view's offset for a frame.  Painted here: one "2d" canvas. */
+let canvases = [];     // the worker's two canvases (elements), or [the one painted here]
+let front = 0;         // the shown one
+let frontView = null;  // the view the shown canvas was painted for
 let worker = null;
 let painter = null;    // the in-page painter, without a worker
-let scheduled = false; // an animation frame is requested
+let ctx = null;        // its "2d" context
+let scheduled = false; // a flush is queued
 let busy = false;      // a picture is being painted by the worker
 let again = false;     // something changed while it was
-let drawn = 0;         // pictures shown so far (for the test hook)
-let viewId = 0;
-const pinned = new Map();  // view id → the layer point its picture belongs at
+let swapTo = -1;       // the canvas to show when the picture in flight is painted
+let drawn = 0;         // pictures painted so far (for the test hook)
 
 const slotOf = [];     // slot → entry (or null: free)
 const freeSlots = [];
@@ -55,7 +61,7 @@ function ratio() { return Math.min(window.devicePixelRatio || 1, MAX_RATIO); }
 
 const VanLayer = L.Layer.extend({
   onAdd(m) {
-    makeCanvas(m);
+    makeCanvases(m);
     m.on("move zoomend viewreset resize", onMapMove);
     m.on("click", onMapClick);
     m.on("mousemove", onMouseMove);
@@ -64,44 +70,52 @@ const VanLayer = L.Layer.extend({
     m.off("move zoomend viewreset resize", onMapMove);
     m.off("click", onMapClick);
     m.off("mousemove", onMouseMove);
-    canvas.remove();
-    canvas = ctx = null;
+    canvases.forEach((c) => c.remove());
+    canvases = [];
   }
 });
 
-function makeCanvas(m) {
-  canvas = L.DomUtil.create("canvas", "van-layer leaflet-zoom-hide");
-  canvas.style.pointerEvents = "none";  // clicks reach the map (and the route lines)
-  m.getPanes().overlayPane.appendChild(canvas);
-  if (!worker && !painter && typeof OffscreenCanvas === "function" && typeof Worker === "function") {
+function newCanvas(m) {
+  const c = L.DomUtil.create("canvas", "van-layer leaflet-zoom-hide");
+  c.style.pointerEvents = "none";  // clicks reach the map (and the route lines)
+  m.getPanes().overlayPane.appendChild(c);
+  return c;
+}
+
+function makeCanvases(m) {
+  const offscreen = typeof OffscreenCanvas === "function" && typeof Worker === "function" &&
+    typeof HTMLCanvasElement.prototype.transferControlToOffscreen === "function";
+  if (!painter && offscreen) {
     try {
       worker = new Worker(new URL("./workers/vans-worker.js", import.meta.url), { type: "module" });
-      worker.onmessage = onDrawn;
+      worker.onmessage = onPainted;
       worker.onerror = (e) => { console.warn("van painter worker", e.message || e); paintHere(); };
+      canvases = [newCanvas(m), newCanvas(m)];
+      canvases[1].style.visibility = "hidden";
+      const handed = canvases.map((c) => c.transferControlToOffscreen());
+      worker.postMessage({ type: "canvases", canvases: handed }, handed);
+      return;
     } catch (e) {
-      worker = null;
+      console.warn("van painter worker", e);
+      if (worker) { worker.terminate(); worker = null; }
+      canvases.forEach((c) => c.remove());
     }
   }
-  ctx = worker ? canvas.getContext("bitmaprenderer") : canvas.getContext("2d");
-  if (!worker && !painter) { paintHere(); }
+  paintHere();
 }
 
 /* No worker (or it failed): the same painter on this thread, from every van afresh. */
 function paintHere() {
   if (worker) { worker.terminate(); worker = null; }
-  busy = false;
+  busy = false; swapTo = -1; frontView = null;
   painter = createPainter((w, h) => { const c = document.createElement("canvas"); c.width = w; c.height = h; return c; });
   painter.defineLooks(lookDefs);
   newLooks = [];
   for (let s = 0; s < slotOf.length; s++) { dirty.add(s); }
-  if (canvas) {  // a canvas keeps its first context type: a fresh one for "2d"
-    const parent = canvas.parentNode;
-    canvas.remove();
-    canvas = L.DomUtil.create("canvas", "van-layer leaflet-zoom-hide");
-    canvas.style.pointerEvents = "none";
-    if (parent) { parent.appendChild(canvas); }
-    ctx = canvas.getContext("2d");
-  }
+  canvases.forEach((c) => c.remove());  // a canvas handed to a worker cannot be drawn here
+  canvases = [newCanvas(map)];
+  front = 0;
+  ctx = canvases[0].getContext("2d");
   requestDraw();
 }
 
@@ -167,16 +181,17 @@ function currentView() {
   const topLeft = map.containerPointToLayerPoint([0, 0]);
   const sel = state.selectedVan && vans[state.selectedVan] ? vans[state.selectedVan].slot : -1;
   return {
-    id: ++viewId, zoom: map.getZoom(), ox: origin.x + topLeft.x, oy: origin.y + topLeft.y,
+    zoom: map.getZoom(), ox: origin.x + topLeft.x, oy: origin.y + topLeft.y,
     w: size.x, h: size.y, ratio: ratio(), sel: sel, left: topLeft.x, top: topLeft.y
   };
 }
 
-/* Once per animation frame: the changed slots and the view to the painter. */
+/* The changed slots and the view to the painter: at the end of a task that changed vans,
+ * once per animation frame while the map moves, and never two pictures at a time. */
 function flush() {
   scheduled = false;
-  if (!ctx) { return; }
-  if (busy) { again = true; return; }  // sent when the picture being painted comes back
+  if (!canvases.length) { return; }
+  if (busy) { again = true; return; }  // sent when the picture being painted is done
   const n = dirty.size;
   const buf = new Float64Array(4 * n);  // [slot, lon, lat, look] per changed van: one transfer
   let k = 0;
@@ -192,43 +207,53 @@ function flush() {
   }
   dirty.clear();
   const view = currentView();
-  if (worker) {
-    if (newLooks.length) { worker.postMessage({ type: "looks", defs: newLooks }); newLooks = []; }
-    pinned.set(view.id, [view.left, view.top, view.w, view.h]);
-    busy = true;
-    worker.postMessage({ type: "frame", changes: buf, view: view }, [buf.buffer]);
+  if (!worker) {
+    painter.defineLooks(newLooks);
+    newLooks = [];
+    painter.update(buf);
+    place(canvases[0], view, true);
+    painter.draw(ctx, view);
+    drawn++;
     return;
   }
-  painter.defineLooks(newLooks);
-  newLooks = [];
-  painter.update(buf);
-  place(view.left, view.top, view.w, view.h);
-  painter.draw(ctx, view);
-  drawn++;
-}
-
-/* The canvas sits in the map pane, which pans: pin it to the container's top-left. */
-function place(left, top, w, h) {
-  const W = Math.max(1, Math.round(w * ratio())), H = Math.max(1, Math.round(h * ratio()));
-  if (canvas.width !== W || canvas.height !== H) { canvas.width = W; canvas.height = H; }
-  if (canvas.style.width !== w + "px") { canvas.style.width = w + "px"; }
-  if (canvas.style.height !== h + "px") { canvas.style.height = h + "px"; }
-  L.DomUtil.setPosition(canvas, L.point(left, top));
-}
-
-function onDrawn(ev) {
-  const m = ev.data;
-  if (m.type !== "drawn") { return; }
-  busy = false;
-  const at = pinned.get(m.id);
-  pinned.delete(m.id);
-  if (ctx && at && worker) {
-    place(at[0], at[1], at[2], at[3]);
-    ctx.transferFromImageBitmap(m.bitmap);
-    drawn++;
-  } else if (m.bitmap) {
-    m.bitmap.close();
+  if (newLooks.length) { worker.postMessage({ type: "looks", defs: newLooks }); newLooks = []; }
+  let target = front;
+  if (!sameView(view, frontView)) {  // a new view: painted on the hidden canvas, then shown
+    target = 1 - front;
+    place(canvases[target], view, false);
+    swapTo = target;
+    frontView = view;
   }
+  busy = true;
+  worker.postMessage({ type: "frame", canvas: target, changes: buf, view: view }, [buf.buffer]);
+}
+
+function sameView(a, b) {
+  return b !== null && a.zoom === b.zoom && a.ox === b.ox && a.oy === b.oy && a.w === b.w &&
+    a.h === b.h && a.ratio === b.ratio && a.left === b.left && a.top === b.top;
+}
+
+/* The canvas sits in the map pane, which pans: pinned to the container's top-left. */
+function place(c, view, sized) {
+  if (sized) {  // the worker sizes its own canvases
+    const W = Math.max(1, Math.round(view.w * view.ratio)), H = Math.max(1, Math.round(view.h * view.ratio));
+    if (c.width !== W || c.height !== H) { c.width = W; c.height = H; }
+  }
+  if (c.style.width !== view.w + "px") { c.style.width = view.w + "px"; }
+  if (c.style.height !== view.h + "px") { c.style.height = view.h + "px"; }
+  L.DomUtil.setPosition(c, L.point(view.left, view.top));
+}
+
+function onPainted(ev) {
+  if (ev.data.type !== "painted") { return; }
+  busy = false;
+  drawn++;
+  if (swapTo >= 0 && canvases.length === 2) {
+    canvases[swapTo].style.visibility = "";
+    canvases[1 - swapTo].style.visibility = "hidden";
+    front = swapTo;
+  }
+  swapTo = -1;
   if (again) { again = false; requestDraw(); }
 }
 
