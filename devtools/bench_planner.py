@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import tarfile
 import tempfile
@@ -40,17 +39,11 @@ from analytics.passages import RouteLine, detect_crossings
 from analytics.planner import MareyLines, marey_lines
 from api.web_assets import cache_dir, npm_pack
 from devtools.bench_analytics import generate_day
+from devtools.browser import launch_chromium
 from fleet.routes import Route
 
 __all__ = ["CANDIDATES", "LIBRARIES", "Candidate", "ChartTiming", "marey_payload", "run_bench"]
 
-CHROMIUM: Final = "/usr/bin/chromium"
-CHROMIUM_ARGS: Final = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-)
 DAY_START_S: Final = 1_793_653_200.0  # 2026-11-02 05:00 WITA (21:00 UTC the day before)
 WIDTH, HEIGHT = 1200, 640
 
@@ -257,8 +250,6 @@ def run_bench(
     """Render the route-day's diagram ``runs`` times with each library; the timings."""
     from playwright.sync_api import sync_playwright  # noqa: PLC0415 - dev tooling only
 
-    if shutil.which(CHROMIUM) is None:
-        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium")
     t0 = time.perf_counter()
     lines, payload = marey_payload(route, vans, hours)
     trips = int(lines.trip.max()) + 1 if len(lines) else 0
@@ -272,7 +263,7 @@ def run_bench(
     out: list[ChartTiming] = []
     chosen = [c for c in CANDIDATES if c.name in libraries]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+        browser = launch_chromium(p)
         try:
             for cand in chosen:
                 with _page_dir(cand, cache) as (index, kib):

@@ -49,19 +49,13 @@ from websockets.sync.server import ServerConnection, serve
 
 from api.tokens import Role, create_token
 from broker.runner import MosquittoBroker
+from devtools.browser import launch_chromium
 from devtools.processes import ChildProcess, fleet_argv
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
 
 __all__ = ["WarroomOptions", "run_bench"]
 
-CHROMIUM: Final = "/usr/bin/chromium"
-CHROMIUM_ARGS: Final = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-)
 VIEWPORT: Final = {"width": 1400, "height": 860}
 
 # The page's live websocket goes to the bench's frame server (a real socket).
@@ -259,7 +253,7 @@ def _measure(
     rng = np.random.default_rng(11)
     period_ms = 1000.0 / opts.fps
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
             page.add_init_script(_OBSERVE_LONG_TASKS + _REDIRECT_LIVE % frames.port)

@@ -18,13 +18,13 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from api.tokens import Role
 from broker.runner import MosquittoBroker
+from devtools.browser import launch_chromium
 from tests.fixtures.api import RunningApi, make_token, running_api
 from tests.fixtures.incidents import bunching, cycle, stopped
 from tests.fixtures.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def _open(browser: Browser, api: RunningApi, token: str) -> Page:
@@ -54,7 +54,7 @@ def test_an_operator_acknowledges_and_every_open_page_sees_it(
     second = make_token(db_dsn, Role.OPERATOR, "ops-desk-2")
     viewer = make_token(db_dsn, Role.VIEWER, "wall-screen")
     with running_api(db_dsn, broker, alerts_poll_s=0.2) as api, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         errors: list[str] = []
         pages = [_open(browser, api, t) for t in (operator, second, viewer)]
         for page in pages:

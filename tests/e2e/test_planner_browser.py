@@ -21,13 +21,13 @@ from playwright.sync_api import Page, sync_playwright
 
 from api.tokens import Role
 from broker.runner import MosquittoBroker
+from devtools.browser import launch_chromium
 from fleet.routes import load_routes
 from tests.fixtures.api import make_token, running_api
 from tests.fixtures.planner import seed_service
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ROUTE = load_routes()["B"]
 DAY = "2026-11-02"
 CHECKPOINT = 6
@@ -62,7 +62,7 @@ def test_planner_page_charts_match_the_reports_and_a_viewer_is_refused(
             assert r.status_code == 200, r.text
             return r.json()
 
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -32,12 +32,12 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from broker.runner import BrokerLayout
+from devtools.browser import launch_chromium
 from tests.fixtures.analytics import insert_traversals
 from tests.fixtures.demo import DemoProcess, demo_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TEST_VAN = "pp-test-killed"
 TEST_VAN_PASSWORD = "killed-van-secret"
 
@@ -116,7 +116,7 @@ def test_war_room_shows_moving_vans_filters_routes_and_offline_devices(
         accounts.put({TEST_VAN: TEST_VAN_PASSWORD})
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 860})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

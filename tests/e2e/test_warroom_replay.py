@@ -17,13 +17,13 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from broker.runner import MosquittoBroker
+from devtools.browser import launch_chromium
 from fleet.contract import Fix
 from tests.fixtures.api import Gateway, make_token, now_ms, running_api
 from tests.fixtures.replay import store_fixes
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VANS = ("pp-r1", "pp-r2", "pp-r3")
 
 
@@ -47,7 +47,7 @@ def test_replay_moves_vans_to_their_stored_positions_and_back_to_live(
     with running_api(db_dsn, broker) as api:
         gw = Gateway(broker)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1400, "height": 860})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
