@@ -7,11 +7,20 @@ A bad value is a 400 ``ApiError`` whose detail names the parameter and what is a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final, TypeVar
 
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from analytics.context import analytics_context
+from analytics.reports import ReportError, ReportParams, read_params
+from analytics.reports.params import Check
 from api.errors import ApiError
 from fleet.contract import ROUTE_RE, VEHICLE_ID_RE
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 __all__ = [
     "HORIZON_START",
@@ -21,6 +30,8 @@ __all__ = [
     "checked_route",
     "checked_time",
     "checked_vehicle_id",
+    "json_body",
+    "report_params",
 ]
 
 # The data horizon: no fix of this fleet is older than 2000 (GPS receivers before that
@@ -85,3 +96,45 @@ def checked_checkpoint(name: str, value: str | None) -> str | None:
             400, "invalid checkpoint", f"{name}: sequence {tail[:25]} > {MAX_CHECKPOINT_SEQ}"
         )
     return value
+
+
+_CHECKS: Final[dict[str, Check]] = {
+    "route": checked_route,
+    "checkpoint": checked_checkpoint,
+    "from": checked_time,
+    "to": checked_time,
+}
+
+
+def report_params(values: Mapping[str, Any], max_span: timedelta, hint: str = "") -> ReportParams:
+    """The analytics' report parameters from query values, each checked as above
+    (400 ``bad report parameters``), covering at most ``max_span`` (400 ``time range too
+    long``; ``hint`` says what to do instead)."""
+    ctx = analytics_context()
+    try:
+        p = read_params(values, timezone=ctx.settings.timezone, targets=ctx.targets, checks=_CHECKS)
+    except ReportError as exc:
+        raise ApiError(400, "bad report parameters", str(exc)) from None
+    if p.end - p.start > max_span:
+        days = max_span.days
+        detail = f"at most {days} day{'s' if days != 1 else ''} per call{hint}"
+        raise ApiError(400, "time range too long", detail)
+    return p
+
+
+async def json_body(request: Request, model: type[BodyT], *, empty: BodyT | None = None) -> BodyT:
+    """The request body as ``model``, read in the route after the permission check
+    (FastAPI reads a declared body before the dependencies run) and bounded by
+    :mod:`api.http_guards`; 422 ``invalid request`` with each problem's place. An empty
+    body is ``empty`` when given."""
+    raw = await request.body()
+    if empty is not None and not raw.strip():
+        return empty
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = [
+            {"where": ".".join(["body", *(str(p) for p in e["loc"])]), "problem": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        raise ApiError(422, "invalid request", problems) from None

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from analytics.reports import MEDIA_TYPES, render
 from api.deps import AlertWorker, Pool, Viewer
@@ -26,7 +26,7 @@ from api.incidents import (
     fetch_incidents,
     incident_csv_row,
 )
-from api.params import checked_route, checked_time
+from api.params import checked_route, checked_time, json_body
 from api.tokens import TokenInfo
 
 __all__ = ["router"]
@@ -132,14 +132,4 @@ async def resolve(
 
 
 async def _action_body(request: Request) -> ActionIn:
-    raw = await request.body()  # bounded by api.http_guards
-    if not raw.strip():
-        return ActionIn()
-    try:
-        return ActionIn.model_validate_json(raw)
-    except ValidationError as exc:
-        problems = [
-            {"where": ".".join(["body", *(str(p) for p in e["loc"])]), "problem": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ]
-        raise ApiError(422, "invalid request", problems) from None
+    return await json_body(request, ActionIn, empty=ActionIn())

@@ -30,12 +30,12 @@ from analytics.planner import (
     headway_points,
     marey_lines,
 )
-from analytics.reports import MEDIA_TYPES, ReportError, ReportParams, read_params, render
+from analytics.reports import MEDIA_TYPES, ReportParams, render
 from analytics.reports.headways import MAX_HEADWAY
-from analytics.reports.params import CHECKPOINT, DIRECTION, FROM, ROUTE, TO, Check
+from analytics.reports.params import CHECKPOINT, DIRECTION, FROM, ROUTE, TO
 from api.deps import Pool, requires
 from api.errors import ApiError
-from api.params import checked_checkpoint, checked_route, checked_time
+from api.params import report_params
 from api.tokens import Permission
 from fleet.routes import Route
 
@@ -62,24 +62,10 @@ DirectionQ = Annotated[int | None, Query(description=DIRECTION.help, ge=0, le=1)
 FromQ = Annotated[str | None, Query(alias="from", description=FROM.help)]
 ToQ = Annotated[str | None, Query(alias="to", description=TO.help)]
 
-_CHECKS: Final[dict[str, Check]] = {
-    "route": checked_route,
-    "checkpoint": checked_checkpoint,
-    "from": checked_time,
-    "to": checked_time,
-}
-
 
 def _params(values: dict[str, Any], max_span: timedelta) -> tuple[ReportParams, Route]:
     ctx = analytics_context()
-    try:
-        p = read_params(values, timezone=ctx.settings.timezone, targets=ctx.targets, checks=_CHECKS)
-    except ReportError as exc:
-        raise ApiError(400, "bad report parameters", str(exc)) from None
-    if p.end - p.start > max_span:
-        raise ApiError(
-            400, "time range too long", f"at most {max_span.days} day(s) per call: ask day by day"
-        )
+    p = report_params(values, max_span, ": ask day by day")
     assert p.route is not None  # a required parameter
     route = ctx.routes.get(p.route)
     if route is None:

@@ -25,16 +25,13 @@ from analytics.reports import (
     MEDIA_TYPES,
     PUBLISHED,
     Report,
-    ReportError,
     ReportParams,
-    read_params,
     render,
     run_report_async,
 )
-from analytics.reports.params import FILTERS, FORMAT, ROUTE, Check, Parameter
+from analytics.reports.params import FILTERS, FORMAT, ROUTE, Parameter
 from api.deps import Pool, Viewer, requires
-from api.errors import ApiError
-from api.params import checked_checkpoint, checked_route, checked_time
+from api.params import checked_route, report_params
 from api.routes.gtfs import freeflow_speeds
 from api.tokens import Permission
 
@@ -44,23 +41,10 @@ router = APIRouter(prefix="/reports", tags=["reports"])
 
 MAX_REPORT_SPAN: Final = timedelta(days=366)
 API_FORMAT: Final = "json"
-_CHECKS: Final[dict[str, Check]] = {
-    "route": checked_route,
-    "checkpoint": checked_checkpoint,
-    "from": checked_time,
-    "to": checked_time,
-}
 
 
 def _params(values: Mapping[str, Any]) -> ReportParams:
-    ctx = analytics_context()
-    try:
-        p = read_params(values, timezone=ctx.settings.timezone, targets=ctx.targets, checks=_CHECKS)
-    except ReportError as exc:
-        raise ApiError(400, "bad report parameters", str(exc)) from None
-    if p.end - p.start > MAX_REPORT_SPAN:
-        raise ApiError(400, "time range too long", f"at most {MAX_REPORT_SPAN.days} days per call")
-    return p
+    return report_params(values, MAX_REPORT_SPAN)
 
 
 def _respond(report: Report, rows: Sequence[Mapping[str, Any]], fmt: str) -> Response:

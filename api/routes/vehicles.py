@@ -8,13 +8,13 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from api.commands import BrokerUnavailableError
 from api.deps import Commander, Commands, Hub, Pool, Viewer
 from api.errors import ApiError
 from api.live.frames import STATUS_OFFLINE, STATUS_ONLINE, STATUS_STALE
-from api.params import checked_time, checked_vehicle_id
+from api.params import checked_time, checked_vehicle_id, json_body
 from fleet.contract import Command, cmd_topic
 
 __all__ = ["router"]
@@ -169,12 +169,4 @@ async def send_command(
 
 
 async def _command_body(request: Request) -> CommandIn:
-    raw = await request.body()  # bounded by api.http_guards
-    try:
-        return CommandIn.model_validate_json(raw)
-    except ValidationError as exc:
-        problems = [
-            {"where": ".".join(["body", *(str(p) for p in e["loc"])]), "problem": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ]
-        raise ApiError(422, "invalid request", problems) from None
+    return await json_body(request, CommandIn)
