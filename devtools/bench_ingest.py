@@ -33,7 +33,7 @@ import psycopg
 from broker.runner import MosquittoBroker
 from devtools.ingest_child import IngestChild
 from devtools.loadgen import LoadResult, LoadSpec, run_load
-from devtools.metrics_text import histogram, metric_value, quantile
+from devtools.metrics_text import histogram, metric_value, quantile, sum_samples
 from devtools.processes import cpu_seconds, tree_cpu_seconds
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
@@ -58,6 +58,7 @@ class BenchOptions:
     mqtt_port: int | None = None
     mqtt_password: str | None = None
     receipts: bool = True  # generators keep every fix until a storage receipt covers it
+    workers: int = 1  # ingest processes on the shared subscription
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,46 @@ class _Target:
     postgres_pid: int | None = None  # the postmaster, when the bench started PostgreSQL
 
 
+class _Workers:
+    """The ingest processes of a run (one, or several on the shared subscription), driven
+    and scraped as one: their metrics are summed (counters, histogram buckets)."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, count: int) -> None:
+        self.children = [
+            IngestChild(
+                {
+                    **env,
+                    "FLEET_METRICS_PORT": str(free_port()),
+                    "FLEET_MQTT_CLIENT_ID": f"bench-ingest-{k}",
+                },
+                workdir / f"ingest-{k}.log",
+            )
+            for k in range(count)
+        ]
+
+    def start(self) -> None:
+        for child in self.children:
+            child.start()
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [child.pid for child in self.children]
+
+    def scrape(self) -> str:
+        return sum_samples([child.scrape() for child in self.children])
+
+
 @dataclass(frozen=True)
 class _Run:
-    """One benchmark run: the options, the target, the worker and where to report."""
+    """One benchmark run: the options, the target, the workers and where to report."""
 
     opts: BenchOptions
     target: _Target
-    worker: IngestChild
+    worker: _Workers
     say: Callable[[str], None]
 
 
@@ -156,11 +190,11 @@ def _machine_busy_s() -> float:
 CPU_PARTS: Final = ("ingest", "broker", "postgres", "generator", "total")
 
 
-def _cpu_now(target: _Target, ingest_pid: int | None) -> tuple[float, float, float, float]:
-    """CPU seconds so far: ingest, Mosquitto, PostgreSQL (postmaster and every backend,
-    exited ones included), and the whole machine's busy time."""
+def _cpu_now(target: _Target, ingest_pids: list[int | None]) -> tuple[float, float, float, float]:
+    """CPU seconds so far: ingest (all workers), Mosquitto, PostgreSQL (postmaster and
+    every backend, exited ones included), and the whole machine's busy time."""
     return (
-        cpu_seconds(ingest_pid),
+        sum(cpu_seconds(pid) for pid in ingest_pids),
         cpu_seconds(target.broker_pid),
         tree_cpu_seconds(target.postgres_pid),
         _machine_busy_s(),
@@ -211,8 +245,6 @@ def run_ingest_bench(opts: BenchOptions, say: Callable[[str], None]) -> dict[str
                 "FLEET_MQTT_PORT": str(target.port),
                 "FLEET_MQTT_USERNAME": "svc-ingest",
                 "FLEET_MQTT_PASSWORD": target.ingest_password,
-                "FLEET_METRICS_PORT": str(free_port()),
-                "FLEET_MQTT_CLIENT_ID": "bench-ingest",
                 "FLEET_BATCH_MAX_FIXES": str(opts.batch_max_fixes),
                 "FLEET_BATCH_MAX_MS": str(opts.batch_max_ms),
                 "FLEET_LOG_LEVEL": "WARNING",
@@ -220,14 +252,15 @@ def run_ingest_bench(opts: BenchOptions, say: Callable[[str], None]) -> dict[str
             }
             if not opts.receipts:
                 env["FLEET_RECEIPTS"] = "false"  # neither side pays for them
-            worker = IngestChild(env, workdir / "ingest.log")
+            worker = _Workers(env, workdir, opts.workers)
             worker.start()
             run = _Run(opts, target, worker, say)
             prefix = f"B{int(time.time()) % 100000}-"
             say(
                 f"load: {opts.rate:.0f} fixes/s from {opts.devices} devices in {opts.procs} "
                 f"processes for {opts.duration_s:.0f} s ({opts.per_message} fix/message), "
-                f"storage receipts {'on' if opts.receipts else 'off'}"
+                f"storage receipts {'on' if opts.receipts else 'off'}, "
+                f"{opts.workers} ingest worker{'s' if opts.workers > 1 else ''}"
             )
             figures = _steady_state(run, prefix)
             if opts.backlog_s > 0:
@@ -245,14 +278,14 @@ def _steady_state(run: _Run, prefix: str) -> dict[str, float]:
     )
     load.start()
     time.sleep(opts.warmup_s)
-    ingest_pid = worker.pid
+    ingest_pids = worker.pids
     t_a = time.monotonic()
     before = worker.scrape()
-    cpu_a = _cpu_now(run.target, ingest_pid)
+    cpu_a = _cpu_now(run.target, ingest_pids)
     time.sleep(max(1.0, opts.duration_s - opts.warmup_s - 1.0))
     t_b = time.monotonic()
     after = worker.scrape()
-    cpu_b = _cpu_now(run.target, ingest_pid)
+    cpu_b = _cpu_now(run.target, ingest_pids)
     load.join()
     if not out:
         raise RuntimeError("the load generator failed; see the messages above")

@@ -128,6 +128,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             help="Ingest sends storage receipts and the generators keep every fix until one "
             "covers it (--no-receipts: neither; a success PUBACK counts).",
         ),
+        workers: int = typer.Option(
+            1, min=1, max=8, help="Ingest processes sharing the subscription ($share/ingest)."
+        ),
     ) -> None:
         """Measure sustained ingest rate, publish→commit latency, loss and duplicates."""
         from devtools.bench_ingest import BenchOptions, run_ingest_bench  # noqa: PLC0415
@@ -146,6 +149,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             mqtt_port=mqtt_port,
             mqtt_password=gateway_password,
             receipts=receipts,
+            workers=workers,
         )
         f = run_ingest_bench(opts, typer.echo)
         typer.echo(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["histogram", "metric_value", "quantile"]
+__all__ = ["histogram", "metric_value", "quantile", "sum_samples"]
 
 
 def metric_value(text: str, name: str, labels: str = "") -> float:
@@ -43,3 +43,16 @@ def quantile(q: float, before: dict[float, float], after: dict[float, float]) ->
             return prev_bound + (bound - prev_bound) * frac
         prev_bound, prev_count = bound, cum
     return prev_bound
+
+
+def sum_samples(texts: list[str]) -> str:
+    """Several processes' scrapes as one: each sample (name and labels) summed — right
+    for counters and histogram buckets, a total for gauges. Comments are dropped."""
+    totals: dict[str, float] = {}
+    for text in texts:
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            key, _, value = line.rpartition(" ")
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return "".join(f"{key} {value!r}\n" for key, value in totals.items())
