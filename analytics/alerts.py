@@ -14,7 +14,9 @@ changes the API pushes live.
 * **gap**: that headway is ≥ ``gap_factor`` × reference.
 * **stopped**: all of a van's fixes of the last ``stopped_minutes`` lie within
   ``stopped_radius_m`` and it is more than ``terminal_radius_m`` from both terminals.
-* **offline**: no fix for ``offline_minutes`` (vans seen in the last day).
+* **offline**: no fix for ``offline_minutes`` (vans seen in the last day), and its
+  newest fix did not arrive within that time either (a van uploading a backlog of old
+  fixes is not offline).
 """
 
 from __future__ import annotations
@@ -57,13 +59,20 @@ class AlertCondition:
 def _offline(conn: psycopg.Connection, s: AnalyticsSettings) -> list[AlertCondition]:
     rows = conn.execute(
         """
-        SELECT vehicle_id, route, lat, lon, last_ts,
-               extract(epoch FROM now() - last_ts)::float8
-        FROM vehicles
-        WHERE last_ts < now() - make_interval(secs => %s)
-          AND last_ts > now() - interval '1 day'
+        SELECT v.vehicle_id, v.route, v.lat, v.lon, v.last_ts,
+               extract(epoch FROM now() - v.last_ts)::float8
+        FROM vehicles v
+        WHERE v.last_ts < now() - make_interval(secs => %(silent)s)
+          AND v.last_ts > now() - interval '1 day'
+          -- a van uploading old fixes (a store-and-forward backlog, a replay catching
+          -- up) is talking to us: its newest fix arrived recently (one key lookup)
+          AND NOT EXISTS (
+              SELECT 1 FROM positions p
+              WHERE p.vehicle_id = v.vehicle_id AND p.ts = v.last_ts
+                AND p.received_at > now() - make_interval(secs => %(silent)s)
+          )
         """,
-        (s.offline_minutes * 60,),
+        {"silent": s.offline_minutes * 60},
     ).fetchall()
     return [
         AlertCondition(

@@ -137,8 +137,15 @@ def test_alerts_open_and_resolve(db_dsn: str) -> None:
     loop = AnalyticsLoop(db_dsn, {"B": route}, settings)
     mid_lat, mid_lon = route.position_at(route.length_m / 2)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        # Offline: last fix 20 minutes ago.
+        # Offline: last fix 20 minutes ago, and that is when it arrived (the write path
+        # stamps arrival with the commit's now(): the row is aged afterwards).
         _put_van(conn, "pp-off", "B", [(now - timedelta(minutes=20), mid_lat, mid_lon)])
+        conn.execute(
+            "UPDATE positions SET received_at = now() - interval '20 minutes'"
+            " WHERE vehicle_id = 'pp-off'"
+        )
+        # Not offline: uploading a backlog of fixes from 20 minutes ago right now.
+        _put_van(conn, "pp-backlog", "B", [(now - timedelta(minutes=20), mid_lat, mid_lon)])
         # Stopped mid-route for 4 minutes (fix every 10 s, a few metres of jitter).
         rng = np.random.default_rng(3)
         pts = [
@@ -167,6 +174,7 @@ def test_alerts_open_and_resolve(db_dsn: str) -> None:
             )
         }
         assert ("offline", "pp-off", None) in open_alerts
+        assert not any(v == "pp-backlog" for _, v, _ in open_alerts)
         assert ("stopped", "pp-stop", None) in open_alerts
         assert ("bunching", "pp-follow", "pp-lead") in open_alerts
         assert not any(k == "stopped" and v in ("pp-lead", "pp-follow") for k, v, _ in open_alerts)
