@@ -248,6 +248,18 @@ async def _run_clients(
 # -- orchestration ----------------------------------------------------------------------
 
 
+def runqueue_wait_s(pid: int | None) -> float:
+    """Seconds the process's threads spent runnable but not running (scheduler run-queue
+    wait, ``/proc/<pid>/task/*/schedstat``): on a shared machine, the time others took."""
+    if pid is None:
+        return 0.0
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(stat.read_text().split()[1])
+    return total / 1e9
+
+
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (it is, with uvicorn[standard]): the clients need the speed."""
     try:
@@ -375,12 +387,15 @@ async def _measure(
     pub.start()
     await asyncio.sleep(opts.warmup_s)
     pids = {**pids, "publisher": pub.pid}
+    pids = {**pids, "clients": os.getpid()}
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    wait0 = {name: runqueue_wait_s(pid) for name, pid in pids.items()}
     own0, t0 = time.process_time(), time.monotonic()
     state.measuring = True
     await asyncio.sleep(opts.duration_s)
     state.measuring = False
     cpu1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    wait1 = {name: runqueue_wait_s(pid) for name, pid in pids.items()}
     own1, t1 = time.process_time(), time.monotonic()
     load = os.getloadavg()[0]
     published, elapsed, acked = await asyncio.to_thread(out.get, True, 60)
@@ -392,10 +407,15 @@ async def _measure(
     with contextlib.suppress(Exception):
         async with asyncio.timeout(10):
             await clients
+    served = [n for n in pids if n != "clients"]
     result.append(
         f"measured {opts.duration_s:.0f} s: {state.frames} delta frames received, "
         "CPU (% of one core): "
-        + ", ".join(f"{n} {100 * (cpu1[n] - cpu0[n]) / (t1 - t0):.0f}%" for n in pids)
+        + ", ".join(f"{n} {100 * (cpu1[n] - cpu0[n]) / (t1 - t0):.0f}%" for n in served)
         + f", websocket clients {100 * (own1 - own0) / (t1 - t0):.0f}%; load average {load:.1f}"
+    )
+    result.append(
+        "runnable but waiting for a CPU (ms per s, all threads): "
+        + ", ".join(f"{n} {1000 * (wait1[n] - wait0[n]) / (t1 - t0):.0f}" for n in pids)
     )
     return state, result
