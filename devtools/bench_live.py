@@ -36,8 +36,9 @@ from websockets.exceptions import ConnectionClosed
 
 from api.tokens import Role, create_token
 from broker.runner import MosquittoBroker
+from devtools.api_child import ApiChild
 from devtools.metrics_text import metric_value
-from devtools.processes import ChildProcess, cpu_seconds, fleet_argv
+from devtools.processes import ChildProcess, cpu_seconds
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
 from mqtt5 import Publisher
@@ -298,24 +299,19 @@ def run_bench(opts: BenchOptions) -> Iterator[str]:
             _, token = create_token(conn, "bench-live", Role.VIEWER)
         yield f"broker 127.0.0.1:{mqtt_port}, database {dsn}"
 
-        port = free_port()
-        env = {
-            **os.environ,
-            "FLEET_DSN": dsn,
-            "FLEET_MQTT_HOST": "127.0.0.1",
-            "FLEET_MQTT_PORT": str(mqtt_port),
-            "FLEET_MQTT_USERNAME": "svc-api",
-            "FLEET_MQTT_PASSWORD": creds["svc-api"],
-            "FLEET_WS_INTERVAL_MS": str(opts.interval_ms),
-            "FLEET_WS_MAX_PER_TOKEN": str(max(1, opts.clients)),  # all clients share a token
-            "FLEET_LOG_LEVEL": "WARNING",
-        }
-        api = ChildProcess(
-            "api", fleet_argv("api", "--no-migrate", "--port", str(port)), env, root / "api.log"
+        api = ApiChild(
+            dsn,
+            mqtt_port,
+            creds["svc-api"],
+            root / "api.log",
+            {
+                "FLEET_WS_INTERVAL_MS": str(opts.interval_ms),
+                # all clients share one token
+                "FLEET_WS_MAX_PER_TOKEN": str(max(1, opts.clients)),
+            },
         )
         api.start()
-        base = f"http://127.0.0.1:{port}"
-        api.wait_ready(f"{base}/readyz", 60, what="readiness endpoint")
+        port, base = api.port, api.base
         yield f"api {base} (pid {api.pid}); connecting {opts.clients} websocket clients"
 
         pids: dict[str, int | None] = {"API": api.pid}

@@ -49,8 +49,9 @@ from websockets.sync.server import ServerConnection, serve
 
 from api.tokens import Role, create_token
 from broker.runner import MosquittoBroker
+from devtools.api_child import ApiChild
 from devtools.browser import launch_chromium
-from devtools.processes import ChildProcess, fleet_argv
+from devtools.processes import ChildProcess
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
 
@@ -175,22 +176,9 @@ def run_bench(opts: WarroomOptions) -> Iterator[str]:
         migrate(pg.dsn)
         with psycopg.connect(pg.dsn) as conn:
             _, token = create_token(conn, "bench-warroom", Role.VIEWER)
-        port = free_port()
-        env = {
-            **os.environ,
-            "FLEET_DSN": pg.dsn,
-            "FLEET_MQTT_HOST": "127.0.0.1",
-            "FLEET_MQTT_PORT": str(broker.port),
-            "FLEET_MQTT_USERNAME": "svc-api",
-            "FLEET_MQTT_PASSWORD": creds["svc-api"],
-            "FLEET_LOG_LEVEL": "WARNING",
-        }
-        api = ChildProcess(
-            "api", fleet_argv("api", "--no-migrate", "--port", str(port)), env, root / "api.log"
-        )
+        api = ApiChild(pg.dsn, broker.port, creds["svc-api"], root / "api.log")
         api.start()
-        base = f"http://127.0.0.1:{port}"
-        api.wait_ready(f"{base}/readyz", 60, what="readiness endpoint")
+        base = api.base
         yield f"api {base}; {opts.vans} vans, {opts.fps:g} frames/s, {opts.moving:.0%} moving"
         fleet = _Fleet(_route_lines(base, token), opts.vans)
         result = _drive_page(base, token, fleet, opts)
