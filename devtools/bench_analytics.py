@@ -35,6 +35,7 @@ from analytics.fix_arrays import Window, load_window_fixes
 from analytics.passages import RouteLine, detect_crossings
 from analytics.recompute import recompute_windows
 from analytics.reports import ReportParams, run_report
+from devtools.pgcopy import COPY_HEADER, COPY_TRAILER, copy_rows, pg_timestamps
 from fleet.routes import Route
 from fleet.storage.migrate import migrate
 
@@ -42,7 +43,6 @@ __all__ = ["BenchResult", "generate_day", "run_bench"]
 
 log = logging.getLogger(__name__)
 
-_PG_EPOCH_US: Final = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
 COPY_ROWS: Final = 200_000
 
 
@@ -109,46 +109,32 @@ def _copy_day(
     t, lat, lon, speed = generate_day(route, vans, hours)
     ids = [f"bench-{i:04d}".encode() for i in range(vans)]
     code = route.code.encode()
-    dtype = np.dtype(
-        [
-            ("n", ">i2"),
-            ("l_vid", ">i4"),
-            ("vid", f"S{len(ids[0])}"),
-            ("l_ts", ">i4"),
-            ("ts", ">i8"),
-            ("l_lat", ">i4"),
-            ("lat", ">f8"),
-            ("l_lon", ">i4"),
-            ("lon", ">f8"),
-            ("l_speed", ">i4"),
-            ("speed", ">f4"),
-            ("l_route", ">i4"),
-            ("route", f"S{len(code)}"),
-        ]
-    )
     total = t.size
-    rows = np.empty(total, dtype=dtype)
-    rows["n"] = 6
-    rows["l_vid"], rows["vid"] = len(ids[0]), np.repeat(np.array(ids), t.shape[1])
-    base_us = int(day.timestamp() * 1_000_000) - _PG_EPOCH_US
-    rows["l_ts"], rows["ts"] = 8, base_us + (t.ravel() * 1_000_000).astype(np.int64)
-    rows["l_lat"], rows["lat"] = 8, lat.ravel()
-    rows["l_lon"], rows["lon"] = 8, lon.ravel()
-    rows["l_speed"], rows["speed"] = 4, speed.ravel()
-    rows["l_route"], rows["route"] = len(code), code
-    header = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+    width = len(ids[0])
+    rows = copy_rows(
+        [
+            ("vid", f"S{width}", np.repeat(np.array(ids), t.shape[1])),
+            ("ts", ">i8", pg_timestamps(day.timestamp() + t.ravel())),
+            ("lat", ">f8", lat.ravel()),
+            ("lon", ">f8", lon.ravel()),
+            ("speed", ">f4", speed.ravel()),
+            ("route", f"S{len(code)}", code),
+        ],
+        total,
+    )
+    row_bytes = len(rows) // max(total, 1)
     with (
         conn.cursor() as cur,
         cur.copy(
             "COPY positions (vehicle_id, ts, lat, lon, speed, route) FROM STDIN (FORMAT BINARY)"
         ) as copy,
     ):
-        copy.write(header)
+        copy.write(COPY_HEADER)
         for i in range(0, total, COPY_ROWS):
-            copy.write(rows[i : i + COPY_ROWS].tobytes())
+            copy.write(rows[i * row_bytes : (i + COPY_ROWS) * row_bytes])
             if progress:
                 progress(min(COPY_ROWS, total - i))
-        copy.write((-1).to_bytes(2, "big", signed=True))
+        copy.write(COPY_TRAILER)
     conn.execute(
         "INSERT INTO vehicles (vehicle_id, route) SELECT unnest(%s::text[]), %s"
         " ON CONFLICT DO NOTHING",

@@ -57,6 +57,7 @@ from analytics.recompute import recompute_windows
 from analytics.settings import AnalyticsSettings
 from devtools.bench_ingest import BenchOptions as IngestOptions
 from devtools.bench_ingest import run_ingest_bench
+from devtools.pgcopy import COPY_HEADER, COPY_TRAILER, copy_rows, pg_timestamps
 from devtools.processes import tree_cpu_seconds
 from fleet.routes import Route, load_routes
 from fleet.storage.embedded import EmbeddedPostgres, free_port
@@ -73,9 +74,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_PG_EPOCH_S: Final = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
-_COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-_COPY_TRAILER: Final = (-1).to_bytes(2, "big", signed=True)
 CHUNK_S: Final = 600.0  # the preload is written ten minutes of the whole fleet at a time
 RECOMPUTE_VANS: Final = 25  # vans per recompute call over the whole past (memory)
 _NOISE_DEG: Final = 5.0 / 111_195.0
@@ -190,42 +188,21 @@ def _copy_rows(
     link and a batch)."""
     code = fleet.routes[r].code.encode()
     width = len(ids[0])
-    dtype = np.dtype(
+    us = pg_timestamps(ts)
+    rx = us + (300_000 + (us % 1_700_000)) if received is None else pg_timestamps(received)
+    return copy_rows(
         [
-            ("n", ">i2"),
-            *[(f, t) for f, t in (("l_vid", ">i4"), ("vid", f"S{width}"))],
-            ("l_ts", ">i4"),
-            ("ts", ">i8"),
-            ("l_lat", ">i4"),
-            ("lat", ">f8"),
-            ("l_lon", ">i4"),
-            ("lon", ">f8"),
-            ("l_speed", ">i4"),
-            ("speed", ">f4"),
-            ("l_hdg", ">i4"),
-            ("hdg", ">f4"),
-            ("l_route", ">i4"),
-            ("route", f"S{len(code)}"),
-            ("l_rx", ">i4"),
-            ("rx", ">i8"),
-        ]
+            ("vid", f"S{width}", np.asarray(ids, dtype=f"S{width}")[van]),
+            ("ts", ">i8", us),
+            ("lat", ">f8", cols["lat"]),
+            ("lon", ">f8", cols["lon"]),
+            ("speed", ">f4", cols["speed"]),
+            ("hdg", ">f4", cols["hdg"]),
+            ("route", f"S{len(code)}", code),
+            ("rx", ">i8", rx),
+        ],
+        van.size,
     )
-    rows = np.empty(van.size, dtype=dtype)
-    rows["n"] = 8
-    rows["l_vid"], rows["vid"] = width, np.asarray(ids, dtype=f"S{width}")[van]
-    us = ((ts - _PG_EPOCH_S) * 1e6).astype(np.int64)
-    rows["l_ts"], rows["ts"] = 8, us
-    rows["l_lat"], rows["lat"] = 8, cols["lat"]
-    rows["l_lon"], rows["lon"] = 8, cols["lon"]
-    rows["l_speed"], rows["speed"] = 4, cols["speed"]
-    rows["l_hdg"], rows["hdg"] = 4, cols["hdg"]
-    rows["l_route"], rows["route"] = len(code), code
-    rows["l_rx"] = 8
-    if received is None:
-        rows["rx"] = us + (300_000 + (us % 1_700_000))
-    else:
-        rows["rx"] = int((received - _PG_EPOCH_S) * 1e6)
-    return rows.tobytes()
 
 
 _COPY_SQL: Final = (
@@ -246,7 +223,7 @@ def _preload(
     ids = [v.encode() for v in fleet.vehicle_ids()]
     total = 0
     with conn.cursor() as cur, cur.copy(_COPY_SQL) as copy:
-        copy.write(_COPY_HEADER)
+        copy.write(COPY_HEADER)
         start = t0
         while start < t1:
             end = min(t1, start + CHUNK_S)
@@ -255,7 +232,7 @@ def _preload(
                 total += van.size
                 progress(van.size)
             start = end
-        copy.write(_COPY_TRAILER)
+        copy.write(COPY_TRAILER)
     return total
 
 
@@ -266,11 +243,11 @@ def _present(conn: psycopg.Connection, fleet: _Fleet, t0: float, t1: float) -> i
     n = 0
     received = time.time()
     with conn.cursor() as cur, cur.copy(_COPY_SQL) as copy:
-        copy.write(_COPY_HEADER)
+        copy.write(COPY_HEADER)
         for r, van, ts, cols in fleet.fixes(t0, t1, rng):
             copy.write(_copy_rows(fleet, ids, r, van, ts, cols, received))
             n += van.size
-        copy.write(_COPY_TRAILER)
+        copy.write(COPY_TRAILER)
     _set_latest(conn, fleet)
     return n
 
