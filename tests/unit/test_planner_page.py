@@ -14,24 +14,16 @@ from api import web_assets
 from api.app import create_app
 from api.web_assets import UPLOT_VERSION, charts_installed, install_charts
 from fleet.settings import ApiSettings
+from tests.fixtures.es_modules import IMPORT, reachable_modules
 
 STATIC = Path(web_assets.__file__).resolve().parent / "static"
 PAGE = STATIC / "planner" / "index.html"
 ENTRY = STATIC / "js" / "planner" / "main.js"
-IMPORT = re.compile(r'^import \{([^}]*)\} from "([^"]+)";$', re.MULTILINE)
 EXPORT = re.compile(r"^export (?:const|let|(?:async )?function|class) ([\w$]+)", re.MULTILINE)
 
 
 def _modules() -> list[Path]:
-    found: list[Path] = []
-    todo = [ENTRY]
-    while todo:
-        path = todo.pop()
-        if path in found:
-            continue
-        found.append(path)
-        todo.extend((path.parent / spec).resolve() for _, spec in IMPORT.findall(path.read_text()))
-    return found
+    return reachable_modules(ENTRY)
 
 
 def test_planner_modules_import_only_what_the_others_export() -> None:

@@ -14,24 +14,15 @@ from api import web_assets
 from api.app import create_app
 from api.web_assets import LEAFLET_VERSION, WebAssetsError, assets_installed, install_leaflet
 from fleet.settings import ApiSettings
+from tests.fixtures.es_modules import IMPORT, reachable_modules
 
 STATIC = Path(web_assets.__file__).resolve().parent / "static"
 ENTRY = STATIC / "app.js"
-IMPORT = re.compile(r'^import \{([^}]*)\} from "([^"]+)";$', re.MULTILINE)
 EXPORT = re.compile(r"^export (?:const|let|function) ([\w$]+)", re.MULTILINE)
 
 
 def _modules() -> list[Path]:
-    """The entry and every module it reaches, each once."""
-    found: list[Path] = []
-    todo = [ENTRY]
-    while todo:
-        path = todo.pop()
-        if path in found:
-            continue
-        found.append(path)
-        todo.extend((path.parent / spec).resolve() for _, spec in IMPORT.findall(path.read_text()))
-    return found
+    return reachable_modules(ENTRY)
 
 
 def test_install_copies_leaflet_and_is_idempotent(tmp_path: Path) -> None:
