@@ -47,13 +47,19 @@ def fleet_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "fleet.cli", *args]
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name: state, ppid, … (``proc(5)``, from
+    field 3 on; so ``utime`` is index 11). Raises OSError when there is no such process."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def pid_alive(pid: int) -> bool:
     """True while the process runs (a zombie waiting for its reaper counts as gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return _stat_fields(pid)[0] not in ("Z", "X")
     except (FileNotFoundError, ProcessLookupError):
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
@@ -71,10 +77,9 @@ def cpu_seconds(pid: int | None) -> float:
     if pid is None:
         return 0.0
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = _stat_fields(pid)
     except OSError:
         return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -89,11 +94,10 @@ def tree_cpu_seconds(pid: int | None) -> float:
     while todo:
         current = todo.pop()
         try:
-            stat = Path(f"/proc/{current}/stat").read_text()
+            fields = _stat_fields(current)
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
             continue  # exited meanwhile: its parent's reaped-children time has it
-        fields = stat[stat.rindex(")") + 2 :].split()
         total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
         todo.extend(int(c) for c in children)
     return total / os.sysconf("SC_CLK_TCK")
