@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from fleet.settings import IngestSettings
 from ingest.metrics import IngestMetrics
-from ingest.worker import IngestWorker, lags
+from ingest.worker import IngestWorker
 from mqtt5 import _codec as codec
 
 __all__ = ["hot_path_us", "main"]
@@ -51,11 +51,8 @@ def hot_path_us(messages: int = 20_000, devices: int = 5_000, runs: int = 7) -> 
         source._handle(split)
         batch = source.take(0)
         assert batch is not None and len(batch) == messages
-        now_ms = int(time.time() * 1000)
-        items = [worker._decode(m, now_ms) for m in batch]
-        worker.metrics.fixes_received.inc(sum(len(item.fixes) for item in items))
-        worker._note_receipts(items)
-        worker.metrics.lag_seconds.observe_many(lags(items, time.time()))
+        items = worker._decode_batch(batch)
+        worker._settle(items, time.time())
         receipts = list(worker.receipts.drain())
         best = min(best, time.process_time() - t0)
         assert all(item.fixes for item in items) and len(receipts) == min(devices, messages)

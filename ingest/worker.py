@@ -110,6 +110,17 @@ class IngestWorker:
             item.refused_seqs = [r.seq for r in decoded.rejections if r.seq is not None]
         return item
 
+    def _decode_batch(self, messages: list[Message]) -> list[Item]:
+        now_ms = int(time.time() * 1000)
+        items = [self._decode(msg, now_ms) for msg in messages]
+        self.metrics.fixes_received.inc(sum(len(item.fixes) for item in items))
+        return items
+
+    def _settle(self, items: list[Item], commit_t: float) -> None:
+        """After the commit: book the storage receipts, observe each fix's lag."""
+        self._note_receipts(items)
+        self.metrics.lag_seconds.observe_many(lags(items, commit_t))
+
     def _dead_letter(self, msg: Message, rejections: list[Rejection]) -> DeadLetter:
         """One dead letter for the message, however many of its fixes were refused."""
         for r in rejections:
@@ -283,19 +294,16 @@ class IngestWorker:
                     continue
                 m.messages.inc(len(messages))
                 m.pending.set(len(messages) + self.source.inbox.qsize())
-                now_ms = int(time.time() * 1000)
-                items = [self._decode(msg, now_ms) for msg in messages]
-                m.fixes_received.inc(sum(len(item.fixes) for item in items))
+                items = self._decode_batch(messages)
                 if not self._write_until_committed(items, stop):
                     break  # stopping with an uncommitted batch: nothing acked, broker redelivers
                 acked = self.source.ack(messages)
-                self._note_receipts(items)
                 commit_t = time.time()
+                self._settle(items, commit_t)
                 self.last_commit = commit_t
                 m.batches.inc()
                 m.last_commit.set(commit_t)
                 m.batch_seconds.observe(time.monotonic() - messages[0].received)
-                m.lag_seconds.observe_many(lags(items, commit_t))
                 log.debug(
                     "batch committed",
                     extra={
