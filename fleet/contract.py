@@ -152,6 +152,9 @@ class TopicKind(enum.Enum):
     OWNTRACKS = "owntracks"
 
 
+_TOPIC_KINDS: Final = {kind.value: kind for kind in TopicKind}
+
+
 def telemetry_topic(vehicle_id: str) -> str:
     return f"fleet/{vehicle_id}/telemetry"
 
@@ -172,10 +175,8 @@ def parse_topic(topic: str) -> tuple[TopicKind, str] | None:
     """Return the topic's kind and vehicle id, or None when it is not ours."""
     parts = topic.split("/")
     if len(parts) == 3 and parts[0] == "fleet" and VEHICLE_ID_RE.match(parts[1]):
-        try:
-            return TopicKind(parts[2]), parts[1]
-        except ValueError:
-            return None
+        kind = _TOPIC_KINDS.get(parts[2])  # a dict, not TopicKind(...): once per message
+        return None if kind is None else (kind, parts[1])
     if len(parts) == 3 and parts[0] == "owntracks" and VEHICLE_ID_RE.match(parts[1]):
         return TopicKind.OWNTRACKS, parts[1]
     return None

@@ -1,5 +1,9 @@
 """The ingest loop: collect a batch, decode, commit, then acknowledge.
 
+Two threads (besides the MQTT reader) make a pipeline: the main thread collects and
+decodes batch n + 1 while the writer thread commits batch n, acknowledges it and books
+its receipts; a queue of one between them keeps the order and bounds what is held.
+
 Flush when the batch holds ``batch_max_fixes`` fixes or ``batch_max_ms`` passed since
 its first message.  When the database fails, the same batch is retried with backoff
 and nothing is acknowledged meanwhile: the broker holds everything else (the MQTT 5
@@ -15,10 +19,10 @@ connection (older ones are redelivered; the duplicate insert is a no-op).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from collections import deque
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import psycopg
@@ -33,6 +37,7 @@ from fleet.contract import (
 from fleet.receipts import ReceiptBook
 from fleet.settings import IngestSettings, mqtt_hint
 from ingest.metrics import IngestMetrics
+from ingest.receipt_sender import ReceiptSender
 from ingest.writer import BatchWriter, DeadLetter, Item, WriteResult, is_data_error, printable
 from mqtt5 import Message, MqttSubscriber, SubscriberOptions
 
@@ -72,9 +77,16 @@ def lags(items: list[Item], commit_t: float) -> np.ndarray:
     return np.maximum(commit_t - ts / 1000.0, 0.0)
 
 
-# Receipts waiting for the broker's window (about 100 bytes each): a backstop for a
-# broker that is gone for long, far above one interval's worth for 100,000 devices.
-MAX_UNSENT_RECEIPTS: Final = 200_000
+# Decoded batches waiting for the writer thread (one more is being committed).
+PIPELINE_DEPTH: Final = 1
+WRITER_JOIN_S: Final = 30.0
+
+
+class _Decoded(NamedTuple):
+    """A batch read and decoded, on its way to the writer thread."""
+
+    messages: list[Message]
+    items: list[Item]
 
 
 class IngestWorker:
@@ -91,8 +103,11 @@ class IngestWorker:
         self.last_commit = 0.0
         self.db_ok = False
         self._receipts_sent_at = 0.0
-        self._outbox: deque[tuple[str, bytes]] = deque()  # receipts not yet sent
+        self._receipt_sender = ReceiptSender(
+            self.source.publish, metrics.receipts, metrics.receipts_dropped
+        )
         self._expired_at = 0.0
+        self._writer_failure: BaseException | None = None
 
     # decoding --------------------------------------------------------------------------
 
@@ -223,32 +238,13 @@ class IngestWorker:
     def _send_receipts(self, now: float) -> None:
         """At most one receipt per device per interval: whatever committed since the last.
 
-        Never waits for the broker's in-flight window: its PUBACKs are read by the reader
-        thread, which stops reading while the inbox is full, and the inbox empties only
-        when this loop takes the next batch. Blocking here (as it did, up to 5 s a
-        receipt) stalled both at 20,000 fixes/s. What the window cannot take now waits in
-        the outbox for the next turn of the loop.
+        Handed to the receipt thread (:class:`ReceiptSender`), which waits for the
+        broker's window itself; this loop never does.
         """
-        if not self.settings.receipts:
-            return
-        if self.receipts and now - self._receipts_sent_at >= self.settings.receipt_interval_s:
+        interval = self.settings.receipt_interval_s
+        if self.settings.receipts and self.receipts and now - self._receipts_sent_at >= interval:
             self._receipts_sent_at = now
-            self._outbox.extend(self.receipts.drain())
-            overflow = len(self._outbox) - MAX_UNSENT_RECEIPTS
-            if overflow > 0:  # the broker is gone for long: the oldest go, devices resend
-                for _ in range(overflow):
-                    self._outbox.popleft()
-                self.metrics.receipts_dropped.inc(overflow)
-        sent = 0
-        outbox, publish = self._outbox, self.source.publish
-        while outbox:
-            topic, payload = outbox[0]
-            if not publish(topic, payload, qos=1, wait=0):
-                break  # no room in the window, or no connection: next turn
-            outbox.popleft()
-            sent += 1
-        if sent:
-            self.metrics.receipts.inc(sent)
+            self._receipt_sender.post(self.receipts.drain())
 
     def _expire_dead_letters(self, now: float) -> None:
         if self._writer is None or now - self._expired_at < 3600:
@@ -282,19 +278,69 @@ class IngestWorker:
         return messages
 
     def run(self, stop: threading.Event) -> None:
+        """Decode on this thread, commit on the writer thread: the two overlap.
+
+        While PostgreSQL commits batch n (the writer waits on the server, the GIL free),
+        this thread collects and decodes batch n + 1 and hands it over through a queue
+        of one: at most two batches are unacknowledged, and they commit and are
+        acknowledged in the order they were read. The writer alone talks to PostgreSQL
+        and sends PUBACKs and receipts.
+        """
         self.source.start()
+        if self.settings.receipts:
+            self._receipt_sender.start()
+        ready: queue.Queue[_Decoded] = queue.Queue(maxsize=PIPELINE_DEPTH)
+        writer = threading.Thread(
+            target=self._write_loop, args=(ready, stop), name="ingest-writer", daemon=True
+        )
+        writer.start()
         m = self.metrics
         try:
-            while not stop.is_set():
+            while not stop.is_set() and writer.is_alive():
                 messages = self._collect(stop)
-                now = time.monotonic()
-                self._send_receipts(now)
-                self._expire_dead_letters(now)  # hourly, busy or not
                 if not messages:
                     continue
                 m.messages.inc(len(messages))
                 m.pending.set(len(messages) + self.source.inbox.qsize())
-                items = self._decode_batch(messages)
+                batch = _Decoded(messages, self._decode_batch(messages))
+                while not stop.is_set() and writer.is_alive():
+                    try:
+                        ready.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue  # the writer is busy (or retrying a database outage)
+        finally:
+            stop.set()
+            writer.join(WRITER_JOIN_S)
+            stuck = writer.is_alive()  # in a database call: exit anyway, nothing acked
+            if stuck:
+                log.warning("the ingest writer did not stop within %.0f s", WRITER_JOIN_S)
+            self._receipt_sender.stop()
+            self.source.stop()
+            if self._writer is not None and not stuck:
+                self._writer.close()
+        if self._writer_failure is not None:
+            raise RuntimeError("the ingest writer thread failed") from self._writer_failure
+
+    def _write_loop(self, ready: queue.Queue[_Decoded], stop: threading.Event) -> None:
+        """The writer thread: commit each decoded batch, then acknowledge and settle it.
+
+        Stops after the batch in hand when ``stop`` is set; batches still queued (or not
+        committed) are not acknowledged, so the broker delivers them again.
+        """
+        m = self.metrics
+        try:
+            while not stop.is_set():
+                try:
+                    batch = ready.get(timeout=0.2)
+                except queue.Empty:
+                    batch = None
+                now = time.monotonic()
+                self._send_receipts(now)
+                self._expire_dead_letters(now)  # hourly, busy or not
+                if batch is None:
+                    continue
+                messages, items = batch.messages, batch.items
                 if not self._write_until_committed(items, stop):
                     break  # stopping with an uncommitted batch: nothing acked, broker redelivers
                 acked = self.source.ack(messages)
@@ -312,10 +358,10 @@ class IngestWorker:
                         "ms": round((time.monotonic() - messages[0].received) * 1000, 1),
                     },
                 )
-        finally:
-            self.source.stop()
-            if self._writer is not None:
-                self._writer.close()
+        except BaseException as exc:
+            self._writer_failure = exc
+            log.exception("the ingest writer thread failed; stopping")
+            stop.set()
 
     def health(self) -> tuple[bool, dict[str, object]]:
         connected = self.source.connected.is_set()

@@ -201,24 +201,25 @@ def split_packets(buf: bytearray) -> tuple[list[tuple[int, bytes]], int]:
     out: list[tuple[int, bytes]] = []
     i = 0
     n = len(buf)
-    while i + 2 <= n:
-        first = buf[i]
-        j = i + 1
-        length, mult = 0, 1
-        while True:
-            if j >= n:
+    with memoryview(buf) as view:  # one copy per body (a bytearray slice would be two)
+        while i + 2 <= n:
+            first = buf[i]
+            j = i + 1
+            length, mult = 0, 1
+            while True:
+                if j >= n:
+                    return out, i
+                b = buf[j]
+                j += 1
+                length += (b & 0x7F) * mult
+                if not b & 0x80:
+                    break
+                mult *= 128
+                if mult > 128**3:
+                    raise MqttProtocolError("malformed remaining length")
+            end = j + length
+            if end > n:
                 return out, i
-            b = buf[j]
-            j += 1
-            length += (b & 0x7F) * mult
-            if not b & 0x80:
-                break
-            mult *= 128
-            if mult > 128**3:
-                raise MqttProtocolError("malformed remaining length")
-        end = j + length
-        if end > n:
-            return out, i
-        out.append((first, bytes(buf[j:end])))
-        i = end
+            out.append((first, view[j:end].tobytes()))
+            i = end
     return out, i
