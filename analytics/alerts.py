@@ -148,32 +148,55 @@ def _headway_alerts(
     targets: Mapping[str, float | None],
 ) -> list[AlertCondition]:
     """Bunching and gap from each online van's latest passage and the van ahead of it."""
+    # Per online van, its latest passage of the last two hours through the
+    # (vehicle_id, ts, …) key, and the passage just before it at that checkpoint (the
+    # van ahead) through the (route, direction, checkpoint_seq, ts) index: two short
+    # range scans per van (LATERAL). Windowing every passage of the two hours and
+    # sorting them by van grew with the table: the window's rows lie scattered over the
+    # heap of the whole history (docs/benchmarks.md, "History and the present").
+    # Ties in ts at one checkpoint are ordered by vehicle_id. Only the median headway
+    # per route and direction still windows the two hours, on the index alone.
     rows = conn.execute(
         """
-        WITH recent AS (
-            SELECT vehicle_id, ts, route, direction, checkpoint_seq,
-                   lag(vehicle_id) OVER w AS ahead_id,
+        WITH latest AS (
+            SELECT v.vehicle_id, v.lat, v.lon, p.ts, p.route, p.direction, p.checkpoint_seq
+            FROM vehicles v
+            CROSS JOIN LATERAL (
+                SELECT ts, route, direction, checkpoint_seq
+                FROM passages
+                WHERE vehicle_id = v.vehicle_id AND ts > now() - interval '2 hours'
+                ORDER BY ts DESC
+                LIMIT 1
+            ) p
+            WHERE v.last_ts >= now() - make_interval(secs => %s)
+        ), stream AS (
+            SELECT route, direction, ts,
                    extract(epoch FROM ts - lag(ts) OVER w)::float8 AS headway_s
             FROM passages
             WHERE ts > now() - interval '2 hours'
             WINDOW w AS (PARTITION BY route, direction, checkpoint_seq ORDER BY ts)
-        ), latest AS (
-            SELECT DISTINCT ON (vehicle_id) *
-            FROM recent ORDER BY vehicle_id, ts DESC
         ), med AS (
             SELECT route, direction,
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY headway_s) AS median_s
-            FROM recent WHERE ts > now() - interval '1 hour' AND headway_s > 0
+            FROM stream WHERE ts > now() - interval '1 hour' AND headway_s > 0
             GROUP BY route, direction
         )
-        SELECT l.vehicle_id, l.route, l.direction, l.checkpoint_seq, l.ahead_id, l.headway_s,
-               m.median_s, v.lat, v.lon, a.lat, a.lon
+        SELECT l.vehicle_id, l.route, l.direction, l.checkpoint_seq, b.vehicle_id,
+               extract(epoch FROM l.ts - b.ts)::float8, m.median_s, l.lat, l.lon, a.lat, a.lon
         FROM latest l
-        JOIN vehicles v ON v.vehicle_id = l.vehicle_id
-        LEFT JOIN vehicles a ON a.vehicle_id = l.ahead_id
+        CROSS JOIN LATERAL (
+            SELECT vehicle_id, ts
+            FROM passages
+            WHERE route = l.route AND direction = l.direction
+              AND checkpoint_seq = l.checkpoint_seq
+              AND ts > now() - interval '2 hours' AND ts <= l.ts
+              AND (ts, vehicle_id) < (l.ts, l.vehicle_id)
+            ORDER BY ts DESC, vehicle_id DESC
+            LIMIT 1
+        ) b
+        LEFT JOIN vehicles a ON a.vehicle_id = b.vehicle_id
         LEFT JOIN med m ON m.route = l.route AND m.direction = l.direction
-        WHERE l.ahead_id IS NOT NULL AND l.ahead_id <> l.vehicle_id
-          AND v.last_ts >= now() - make_interval(secs => %s)
+        WHERE b.vehicle_id <> l.vehicle_id
         """,
         (s.offline_minutes * 60,),
     ).fetchall()
