@@ -94,8 +94,11 @@ class Reason(enum.StrEnum):
     DATABASE_REFUSED = "database_refused"  # PostgreSQL refused the row (SQLSTATE 22/23)
 
 
-class Fix(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One GPS fix as devices send it. ``ts`` is UTC epoch milliseconds."""
+class Fix(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """One GPS fix as devices send it. ``ts`` is UTC epoch milliseconds.
+
+    Not tracked by the cyclic garbage collector (``gc=False``: it holds only scalars),
+    like the other per-message structs of the ingest hot path."""
 
     ts: int
     lat: float
@@ -191,7 +194,7 @@ class Rejection:
     one_fix: bool = False  # one fix of the message refused (else the whole message)
 
 
-class DecodeResult(msgspec.Struct):
+class DecodeResult(msgspec.Struct, gc=False):
     fixes: list[Fix] = msgspec.field(default_factory=list)
     rejections: list[Rejection] = msgspec.field(default_factory=list)
 
@@ -408,7 +411,7 @@ def decode_status(payload: bytes) -> str | None:
     return word if word in (STATUS_ONLINE, STATUS_OFFLINE) else None
 
 
-class Decoded(msgspec.Struct):
+class Decoded(msgspec.Struct, gc=False):
     """One MQTT message, decoded: fixes or a status, and what was refused. (A C-level
     struct, as are the other per-message objects of the hot path: a dataclass costs
     several times the CPU to make.)"""

@@ -191,8 +191,9 @@ class DeadLetter:
     bad_fixes: int = 0  # fixes of this message that were refused (0: no fix was readable)
 
 
-class Item(msgspec.Struct):
-    """What one MQTT message contributes to a batch (a C-level struct: one per message)."""
+class Item(msgspec.Struct, gc=False):
+    """What one MQTT message contributes to a batch (a C-level struct: one per message;
+    never part of a reference cycle, so not tracked by the cyclic GC)."""
 
     topic: str
     payload: bytes
