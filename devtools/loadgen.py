@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from fleet.contract import Fix, encode_batch, encode_fix, telemetry_topic
+from fleet.gctune import tune_gc
 from fleet.receipts import ReceiptError, Unconfirmed, decode_receipt
 from mqtt5 import MqttConnectRefusedError, MqttError, MqttSubscriber, Publisher, SubscriberOptions
 
@@ -590,6 +591,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
         total_fixes=total,
     )
     gen.start()
+    tune_gc()
     t0 = time.monotonic()
     cpu0 = time.process_time()
     try:

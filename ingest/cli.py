@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 import threading
 from pathlib import Path
@@ -12,28 +11,13 @@ from typing import TYPE_CHECKING
 import typer
 
 from fleet import logs
+from fleet.gctune import tune_gc
 from fleet.settings import IngestSettings, load
 from fleet.storage.connect import resolve_dsn
 from fleet.storage.migrate import migrate
 
 if TYPE_CHECKING:
     from analytics.loop import AnalyticsLoop
-
-
-# The cyclic GC's young generation, in allocations of tracked objects. The worker makes
-# a few containers per message and keeps none of them; at CPython's default (700) the
-# collector ran about a hundred times a second over the whole heap's survivors: 13 % of
-# the process at 10,000 fixes/s (perf).
-GC_YOUNG_THRESHOLD = 20_000
-
-
-def tune_gc() -> None:
-    """Freeze what startup made (modules, settings, connections: never garbage) out of
-    the collector's reach, and collect the young generation less often."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _analytics_loop(dsn: str) -> AnalyticsLoop:
