@@ -151,11 +151,15 @@ def _headway_alerts(
     # Per online van, its latest passage of the last two hours through the
     # (vehicle_id, ts, …) key, and the passage just before it at that checkpoint (the
     # van ahead) through the (route, direction, checkpoint_seq, ts) index: two short
-    # range scans per van (LATERAL). Windowing every passage of the two hours and
-    # sorting them by van grew with the table: the window's rows lie scattered over the
-    # heap of the whole history (docs/benchmarks.md, "History and the present").
-    # Ties in ts at one checkpoint are ordered by vehicle_id. Only the median headway
-    # per route and direction still windows the two hours, on the index alone.
+    # range scans per van (LATERAL). Windowing and sorting every passage of the two
+    # hours instead took 218 ms a cycle at 1 M rows of history and 441 ms at 20 M (heap
+    # fetches where the visibility map is not set, a sort on disk; docs/benchmarks.md,
+    # "History and the present").
+    # Ties in ts at one checkpoint are ordered by vehicle_id. The reference for a route
+    # without a target headway is the median of its last hour's headways: only those
+    # routes (and directions) window their two hours of passages, through the same
+    # index; a route with a target never needs it.
+    targeted = [code for code, target in targets.items() if target]
     rows = conn.execute(
         """
         WITH latest AS (
@@ -169,17 +173,23 @@ def _headway_alerts(
                 LIMIT 1
             ) p
             WHERE v.last_ts >= now() - make_interval(secs => %s)
-        ), stream AS (
-            SELECT route, direction, ts,
-                   extract(epoch FROM ts - lag(ts) OVER w)::float8 AS headway_s
-            FROM passages
-            WHERE ts > now() - interval '2 hours'
-            WINDOW w AS (PARTITION BY route, direction, checkpoint_seq ORDER BY ts)
         ), med AS (
-            SELECT route, direction,
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY headway_s) AS median_s
-            FROM stream WHERE ts > now() - interval '1 hour' AND headway_s > 0
-            GROUP BY route, direction
+            SELECT r.route, r.direction, h.median_s
+            FROM (
+                SELECT DISTINCT route, direction FROM latest
+                WHERE route <> ALL(%s::text[])
+            ) r
+            CROSS JOIN LATERAL (
+                SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY headway_s) AS median_s
+                FROM (
+                    SELECT ts, extract(epoch FROM ts - lag(ts) OVER w)::float8 AS headway_s
+                    FROM passages
+                    WHERE route = r.route AND direction = r.direction
+                      AND ts > now() - interval '2 hours'
+                    WINDOW w AS (PARTITION BY checkpoint_seq ORDER BY ts)
+                ) h
+                WHERE ts > now() - interval '1 hour' AND headway_s > 0
+            ) h
         )
         SELECT l.vehicle_id, l.route, l.direction, l.checkpoint_seq, b.vehicle_id,
                extract(epoch FROM l.ts - b.ts)::float8, m.median_s, l.lat, l.lon, a.lat, a.lon
@@ -198,7 +208,7 @@ def _headway_alerts(
         LEFT JOIN med m ON m.route = l.route AND m.direction = l.direction
         WHERE b.vehicle_id <> l.vehicle_id
         """,
-        (s.offline_minutes * 60,),
+        (s.offline_minutes * 60, targeted),
     ).fetchall()
     out: list[AlertCondition] = []
     for vid, route, direction, seq, ahead, h, median, lat, lon, alat, alon in rows:

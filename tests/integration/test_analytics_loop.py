@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -275,3 +275,29 @@ def test_scan_of_new_rows_is_bounded_by_the_ingest_horizon(
         _put_van(conn, "pp-ancient", "B", [(now - timedelta(days=3), lat, lon)])
     stats = loop.run_once()
     assert stats.vans == 1 and stats.fixes == 1
+
+
+def test_route_without_target_headway_is_judged_by_its_median(db_dsn: str) -> None:
+    """Four vans a minute apart, a fifth five minutes behind the fourth, on a route with
+    no target headway: the reference is the median of the last hour's headways (60 s),
+    so the fifth is a gap (300 s ≥ 2 × 60 s) and the others are neither bunched nor gaps."""
+    route = replace(ROUTES["B"], target_headway_s=None)
+    loop = AnalyticsLoop(db_dsn, {"B": route}, AnalyticsSettings())
+    now = datetime.now(UTC)
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        for k, lag_s in enumerate((0, 60, 120, 180, 480)):
+            t0 = now - timedelta(seconds=900)
+            pts = []
+            for t in range(0, 900, 5):
+                la, lo = route.position_at(100 + 6.0 * max(0, t - lag_s))
+                pts.append((t0 + timedelta(seconds=t), float(la), float(lo)))
+            _put_van(conn, f"pp-med-{k}", "B", pts)
+        loop.run_once()
+        open_alerts = {
+            (kind, v, o)
+            for kind, v, o in conn.execute(
+                "SELECT kind, vehicle_id, other_vehicle_id FROM alerts"
+                " WHERE resolved_at IS NULL AND kind IN ('bunching', 'gap')"
+            )
+        }
+    assert open_alerts == {("gap", "pp-med-4", "pp-med-3")}
