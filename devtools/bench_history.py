@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 CHUNK_S: Final = 600.0  # the preload is written ten minutes of the whole fleet at a time
 RECOMPUTE_VANS: Final = 25  # vans per recompute call over the whole past (memory)
 _NOISE_DEG: Final = 5.0 / 111_195.0
+STATEMENTS_SHOWN: Final = 10  # the slowest statements of the loop printed per size
 
 
 @dataclass(frozen=True)
@@ -516,7 +517,7 @@ def measure_loop(
         f"max {max(result.cycle_s) * 1000:.0f} ms, "
         f"{result.cycle_fixes / n:.0f} new fixes per cycle"
     )
-    for q, s in sorted(result.statements.items(), key=lambda kv: -kv[1])[:5]:
+    for q, s in sorted(result.statements.items(), key=lambda kv: -kv[1])[:STATEMENTS_SHOWN]:
         say(f"  {s * 1000:7.1f} ms/cycle  {q}")
     say(f"  slowest query, EXPLAIN (ANALYZE, BUFFERS):\n{result.explain}")
 
