@@ -282,7 +282,8 @@ class IngestWorker:
 
         While PostgreSQL commits batch n (the writer waits on the server, the GIL free),
         this thread collects and decodes batch n + 1 and hands it over through a queue
-        of one: at most two batches are unacknowledged, and they commit and are
+        of one: at most three batches are unacknowledged (the one being committed, the
+        one queued, the one decoded and waiting for room), and they commit and are
         acknowledged in the order they were read. The writer alone talks to PostgreSQL
         and sends PUBACKs and receipts.
         """
