@@ -175,7 +175,9 @@ class Unconfirmed:
     Each message carries fixes with consecutive ``seq`` numbers ``first_seq ..
     first_seq + count - 1``. A message not settled ``resend_after_s`` after it was sent
     is due again (:meth:`due`), then after twice that, up to ``resend_max_s``; after a
-    reconnect every open message is due at once (:meth:`all_due`). Not thread-safe.
+    reconnect every open message is due at once (:meth:`all_due`). Raising
+    ``resend_after_s`` (the owner does when receipts lag) applies to messages already
+    sent, too. Not thread-safe.
     """
 
     def __init__(self, resend_after_s: float = 10.0, resend_max_s: float = 120.0) -> None:
@@ -253,6 +255,14 @@ class Unconfirmed:
             m = self._by_vehicle.get(vehicle_id, {}).get(first)
             if m is None or m.deadline != deadline:
                 continue  # settled, or rescheduled since
+            sent_at = deadline - m.wait_s
+            if m.wait_s < self.resend_after_s and now < sent_at + self.resend_after_s:
+                # The timeout was raised since this was sent (receipts lag: ingest runs
+                # behind): what is still queued for it is not resent before that.
+                m.wait_s = self.resend_after_s
+                m.deadline = sent_at + m.wait_s
+                heapq.heappush(timers, (m.deadline, vehicle_id, first))
+                continue
             out.append((m.topic, m.payload))
             m.wait_s = min(m.wait_s * 2, self.resend_max_s)
             m.deadline = now + m.wait_s

@@ -83,6 +83,18 @@ def test_unconfirmed_settles_resends_with_backoff_and_after_reconnect() -> None:
     assert u.due(now=1000) == []
 
 
+def test_a_raised_resend_timeout_holds_back_messages_already_sent() -> None:
+    u = Unconfirmed(resend_after_s=10, resend_max_s=120)
+    u.sent("A", 1, 1, "fleet/A/telemetry", b"a1", now=0)
+    u.sent("B", 1, 1, "fleet/B/telemetry", b"b1", now=8)
+    u.resend_after_s = 30  # receipts lag: ingest runs behind
+    assert u.due(now=11) == [] and u.due(now=29) == []
+    assert u.due(now=30) == [("fleet/A/telemetry", b"a1")]  # 30 s after it was sent
+    assert u.due(now=38) == [("fleet/B/telemetry", b"b1")]
+    u.resend_after_s = 10  # caught up: the next waits double from what they were
+    assert u.due(now=89) == [] and u.due(now=90) == [("fleet/A/telemetry", b"a1")]
+
+
 def test_receipt_round_trip() -> None:
     r = Receipt(seq=[(1, 3)], ts=[9], rejected=[(4, 4)])
     assert decode_receipt(encode_receipt(r)) == r
