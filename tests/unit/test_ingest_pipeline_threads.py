@@ -3,8 +3,9 @@
 * the receipt thread sends in order, waits for the window itself, keeps what could not
   be sent for the next try, and drops the oldest (counted) beyond its bound;
 * the decode → write pipeline commits and acknowledges batches in the order they were
-  read, holds at most three unacknowledged (reading nothing more meanwhile), and a writer that fails stops ``run`` with
-  the error instead of leaving it decoding into a queue nobody empties.
+  read, holds at most three unacknowledged (reading nothing more meanwhile), and a
+  writer that fails stops ``run`` with the error instead of leaving it decoding into a
+  queue nobody empties.
 """
 
 from __future__ import annotations
