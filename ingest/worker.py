@@ -1,8 +1,9 @@
 """The ingest loop: collect a batch, decode, commit, then acknowledge.
 
-Two threads (besides the MQTT reader) make a pipeline: the main thread collects and
-decodes batch n + 1 while the writer thread commits batch n, acknowledges it and books
-its receipts; a queue of one between them keeps the order and bounds what is held.
+Three threads besides the MQTT reader: the main thread collects and decodes batch
+n + 1 while the writer thread commits batch n, acknowledges it and books its receipts
+(a queue of one between them keeps the order and bounds what is held), and the receipt
+thread (:class:`~ingest.receipt_sender.ReceiptSender`) publishes those receipts.
 
 Flush when the batch holds ``batch_max_fixes`` fixes or ``batch_max_ms`` passed since
 its first message.  When the database fails, the same batch is retried with backoff
@@ -285,7 +286,7 @@ class IngestWorker:
         of one: at most three batches are unacknowledged (the one being committed, the
         one queued, the one decoded and waiting for room), and they commit and are
         acknowledged in the order they were read. The writer alone talks to PostgreSQL
-        and sends PUBACKs and receipts.
+        and sends the PUBACKs; the receipt thread publishes the receipts it books.
         """
         self.source.start()
         if self.settings.receipts:
