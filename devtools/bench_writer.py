@@ -6,7 +6,8 @@ writes ``batches`` batches of ``batch`` single-fix messages from ``vans`` vans (
 shape of ``fleet bench ingest --rate 20000 --devices 10000``) with
 :mod:`ingest.writer`'s own statements, timing each step: the binary ``COPY`` into the
 stage (with the Python that feeds it), the ``INSERT … ON CONFLICT`` into ``positions``,
-the latest-position upsert into ``vehicles``, and the commit. ``--drop-index`` drops
+the latest-position upsert into ``vehicles``, and the commit (the batch's items are
+made before the clock starts, as the worker's decoder makes them). ``--drop-index`` drops
 an index of ``positions`` first, to see what it costs each inserted fix. Prints the
 median of each step after 10 warm-up batches, per batch and per fix.
 """
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import psycopg
 
-from fleet.contract import Fix
+from fleet.contract import Fix, telemetry_topic
 from fleet.storage.embedded import EmbeddedPostgres, free_port
 from fleet.storage.migrate import migrate
 from ingest import writer
+from ingest.writer import Item
 
 __all__ = ["main", "time_statements"]
 
@@ -45,12 +47,13 @@ def time_statements(
         conn.commit()
         for b in range(batches):
             with conn.cursor() as cur:
+                items = [
+                    Item(telemetry_topic(f"V{i % vans:05d}"), b"", f"V{i % vans:05d}",
+                         [Fix(ts=now + i, lat=-5.14, lon=119.42, seq=i)])
+                    for i in range(b * batch, (b + 1) * batch)
+                ]  # fmt: skip
                 t0 = time.perf_counter()
-                with cur.copy(writer._COPY) as copy:
-                    copy.set_types(writer._COPY_TYPES)
-                    for i in range(b * batch, (b + 1) * batch):
-                        fix = Fix(ts=now + i, lat=-5.14, lon=119.42, seq=i)
-                        copy.write_row((f"V{i % vans:05d}", *writer._fix_values(fix)))
+                writer.copy_to_stage(cur, items)
                 t1 = time.perf_counter()
                 cur.execute(writer._INSERT)
                 cur.fetchone()

@@ -35,6 +35,7 @@ __all__ = [
     "Item",
     "PositionColumn",
     "WriteResult",
+    "copy_to_stage",
     "is_data_error",
     "printable",
 ]
@@ -228,6 +229,20 @@ def is_data_error(exc: BaseException) -> bool:
     return isinstance(exc, OverflowError | ValueError | TypeError | UnicodeError)
 
 
+def copy_to_stage(cur: psycopg.Cursor[Any], items: list[Item]) -> int:
+    """Binary ``COPY`` of the items' fixes into the stage table; returns how many."""
+    fixes = 0
+    with cur.copy(_COPY) as copy:
+        copy.set_types(_COPY_TYPES)
+        write_row, values = copy.write_row, _fix_values
+        for item in items:
+            vid = item.vehicle_id
+            for f in item.fixes:
+                write_row((vid, *values(f)))
+            fixes += len(item.fixes)
+    return fixes
+
+
 class BatchWriter:
     """Writes batches over one connection (reconnect by making a new writer)."""
 
@@ -248,14 +263,7 @@ class BatchWriter:
         try:
             with conn.cursor() as cur:
                 if any(item.fixes for item in items):
-                    with cur.copy(_COPY) as copy:
-                        copy.set_types(_COPY_TYPES)
-                        write_row, values = copy.write_row, _fix_values
-                        for item in items:
-                            vid = item.vehicle_id
-                            for f in item.fixes:
-                                write_row((vid, *values(f)))
-                            fixes += len(item.fixes)
+                    fixes = copy_to_stage(cur, items)
                     cur.execute(_INSERT)
                     row = cur.fetchone()
                     stored = int(row[0]) if row else 0
